@@ -1,0 +1,60 @@
+"""Lenses: maps from a residual-stream point ``h_l`` to vocabulary logits.
+
+A lens is applied to ``h_l`` (the input of block ``l``; ``h_L`` is the pre-norm output of
+the last block). At ``l = L`` every lens is the model's own head, so it gives back the
+model's logits. New lenses (the tuned lens) subclass :class:`Lens` and register a name
+in :data:`LENSES`.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Callable
+
+import torch
+
+from harness.models.loading import LoadedModel
+
+
+class Lens(abc.ABC):
+    """Residual point ``h_l`` -> logits. Subclasses set ``name`` and implement ``logits``."""
+
+    name: str
+
+    def __init__(self, loaded: LoadedModel):
+        self.loaded = loaded
+
+    @abc.abstractmethod
+    def logits(self, h: torch.Tensor, layer: int) -> torch.Tensor:
+        """Vocabulary logits for rows ``h`` (shape [n, d_model]) read at residual point ``layer``."""
+
+    @property
+    def identity(self) -> dict:
+        """What a trace read through this lens depends on, beyond the model (cache keys,
+        provenance). Lenses with parameters add a hash of them."""
+        return {"lens": self.name}
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """The model's own final norm, unembedding and soft-cap, on the unembedding's device."""
+        unembed = self.loaded.adapter.unembed_of(self.loaded.model)
+        return self.loaded.adapter.residual_to_logits(self.loaded.model, h.to(unembed.weight.device))
+
+
+class LogitLens(Lens):
+    """nostalgebraist's logit lens: the model's own head applied to every ``h_l``."""
+
+    name = "logit"
+
+    def logits(self, h: torch.Tensor, layer: int) -> torch.Tensor:
+        return self.head(h)
+
+
+LENSES: dict[str, Callable[[LoadedModel], Lens]] = {"logit": LogitLens}
+
+
+def make_lens(name: str, loaded: LoadedModel) -> Lens:
+    try:
+        factory = LENSES[name]
+    except KeyError:
+        raise ValueError(f"Unknown lens {name!r}; available: {', '.join(sorted(LENSES))}.") from None
+    return factory(loaded)

