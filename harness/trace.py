@@ -346,10 +346,21 @@ class TraceEngine:
                 if n_opt:
                     options.append(request.option_ids[i])
         batch_idx, pos_idx = torch.tensor(b_idx), torch.tensor(p_idx)
+        # The model's head runs only on the read positions (a boolean logits_to_keep
+        # returns them flattened in row-major order).
+        keep = torch.zeros(ids.shape, dtype=torch.bool)
+        keep[batch_idx, pos_idx] = True
         with capture_residuals(loaded, batch_idx, pos_idx) as captured:
-            out = loaded.model(input_ids=ids.to(loaded.device), attention_mask=mask.to(loaded.device), use_cache=False)
+            out = loaded.model(
+                input_ids=ids.to(loaded.device),
+                attention_mask=mask.to(loaded.device),
+                logits_to_keep=keep.to(loaded.device),
+                use_cache=False,
+            )
         self.stats.forward_passes += 1
-        final_logits = out.logits[batch_idx.to(out.logits.device), pos_idx.to(out.logits.device)].to(head_device)
+        kept_flat = keep.flatten().nonzero().squeeze(1)
+        row = torch.searchsorted(kept_flat, batch_idx * ids.shape[1] + pos_idx)
+        final_logits = out.logits[row.to(out.logits.device)].to(head_device)
         del out
         final_id = final_logits.argmax(-1)
         gold_t = torch.tensor(gold, dtype=torch.long, device=head_device)

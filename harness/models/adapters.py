@@ -124,7 +124,7 @@ ADAPTERS: tuple[ArchitectureAdapter, ...] = (
         embed="gpt_neox.embed_in",
         blocks="gpt_neox.layers",
         final_norm="gpt_neox.final_layer_norm",
-        unembed="embed_out",
+        unembed="lm_head",  # transformers >= 5 renames the old embed_out
         attention="attention",
         mlp="mlp",
         parallel_residual_attr="use_parallel_residual",
@@ -163,7 +163,9 @@ def supported_model_types() -> list[str]:
 def adapter_for(model_or_config) -> ArchitectureAdapter:
     """The adapter for a model (or its config); a clear error for unknown families."""
     config = getattr(model_or_config, "config", model_or_config)
-    model_type = getattr(_text_config(config), "model_type", None) or getattr(config, "model_type", None)
+    # The top-level type decides: a multimodal wrapper (e.g. gemma3) keeps its text
+    # blocks elsewhere than its text-only sibling, so it is not silently treated as one.
+    model_type = getattr(config, "model_type", None)
     try:
         return _BY_MODEL_TYPE[model_type]
     except KeyError:

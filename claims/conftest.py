@@ -1,0 +1,29 @@
+"""Shared steps of every claim test: publish the outputs, then judge the verdict."""
+
+from __future__ import annotations
+
+import pytest
+
+from claims.expectations import EXPECTED_NOT_REPLICATED
+from harness.claims.base import ClaimResult
+
+
+@pytest.fixture
+def publish(model_session, claim_results):
+    """Write the CSV, figure and claims.json record, then assert the verdict."""
+
+    def _publish(result: ClaimResult, table, fig, trace) -> None:
+        paths = model_session.writer.publish(result, table, fig, model_session.provenance(result.lens, trace))
+        claim_results.append((result, paths))
+        key = (result.claim.id, result.model, result.lens)
+        expected = EXPECTED_NOT_REPLICATED.get(key)
+        if result.verdict == "replicated":
+            assert expected is None, (
+                f"{result.summary()} now replicates; remove its entry from claims/expectations.py ({expected})"
+            )
+        elif expected is not None:
+            pytest.xfail(f"{result.summary()} -- expected: {expected}")
+        else:
+            pytest.fail(f"{result.summary()}. If this is a real finding for this model, record it in claims/expectations.py with the reason.")
+
+    return _publish

@@ -1,0 +1,110 @@
+"""pytest options and session fixtures shared by claims/, tests/ and benchmarks/.
+
+    pytest claims/ --model pythia-6.9b --model gpt2-xl --lens logit --device cuda
+
+Each model is loaded once per run (session-scoped fixtures); claims are parametrised
+over ``--model`` and ``--lens``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.lenses import LENSES
+from harness.models import DEFAULT_MODEL, UnknownModel, resolve
+from harness.paths import default_report_dir, default_trace_cache
+from harness.session import ModelSession, RunConfig
+
+RESULTS = pytest.StashKey[list]()
+
+
+def _split(values: list[str] | None, default: list[str]) -> tuple[str, ...]:
+    items = [v.strip() for value in (values or default) for v in value.split(",") if v.strip()]
+    return tuple(dict.fromkeys(items))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("depth-claims")
+    g.addoption("--model", action="append", help=f"model name, hub id or local folder; repeat or comma-separate for several (default {DEFAULT_MODEL})")
+    g.addoption("--lens", action="append", help=f"lens(es) to read layers with: {', '.join(sorted(LENSES))} (default logit)")
+    g.addoption("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the model runs (default auto)")
+    g.addoption("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="model dtype (auto: bfloat16 on GPU, float32 on CPU)")
+    g.addoption("--batch-size", type=int, default=8, help="prompts per forward pass (default 8)")
+    g.addoption("--max-examples", type=int, default=None, help="cap on prompts per claim (default: all)")
+    g.addoption("--data-dir", type=Path, default=None, help="folder laid out like ../shared/data (default: the embedded fixtures)")
+    g.addoption("--trace-cache", type=Path, default=None, help=f"trace cache folder (default {default_trace_cache()})")
+    g.addoption("--no-trace-cache", action="store_true", help="compute every trace afresh and store nothing")
+    g.addoption("--report-dir", type=Path, default=None, help=f"where CSVs, figures and claims.json go (default {default_report_dir()})")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[RESULTS] = []
+    models = _split(config.getoption("--model"), [DEFAULT_MODEL])
+    for name in models:
+        try:
+            resolve(name)
+        except UnknownModel as err:
+            raise pytest.UsageError(str(err)) from None
+    lenses = _split(config.getoption("--lens"), ["logit"])
+    unknown = [name for name in lenses if name not in LENSES]
+    if unknown:
+        raise pytest.UsageError(f"Unknown --lens {', '.join(unknown)}; available: {', '.join(sorted(LENSES))}.")
+    for opt in ("--batch-size", "--max-examples"):
+        value = config.getoption(opt)
+        if value is not None and value < 1:
+            raise pytest.UsageError(f"{opt} must be a positive integer, got {value}.")
+    data_dir = config.getoption("--data-dir")
+    if data_dir is not None and not data_dir.is_dir():
+        raise pytest.UsageError(f"--data-dir {data_dir} is not a folder; point it at a copy of ../shared/data.")
+    no_cache = config.getoption("--no-trace-cache")
+    config.stash[RUN_CONFIG] = RunConfig(
+        models=models,
+        lenses=lenses,
+        device=config.getoption("--device"),
+        dtype=config.getoption("--dtype"),
+        batch_size=config.getoption("--batch-size"),
+        max_examples=config.getoption("--max-examples"),
+        data_dir=data_dir,
+        trace_cache=None if no_cache else (config.getoption("--trace-cache") or default_trace_cache()),
+        report_dir=config.getoption("--report-dir") or default_report_dir(),
+    )
+
+
+RUN_CONFIG = pytest.StashKey[RunConfig]()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    run = metafunc.config.stash[RUN_CONFIG]
+    if "model_name" in metafunc.fixturenames:
+        metafunc.parametrize("model_name", run.models, scope="session")
+    if "lens_name" in metafunc.fixturenames:
+        metafunc.parametrize("lens_name", run.lenses, scope="session")
+
+
+@pytest.fixture(scope="session")
+def run_config(pytestconfig: pytest.Config) -> RunConfig:
+    return pytestconfig.stash[RUN_CONFIG]
+
+
+@pytest.fixture(scope="session")
+def model_session(run_config: RunConfig, model_name: str) -> ModelSession:
+    """The model, its engine and shared traces: loaded once per run."""
+    return ModelSession(run_config, model_name)
+
+
+@pytest.fixture
+def claim_results(pytestconfig: pytest.Config) -> list:
+    """Claim results of this run, printed in the terminal summary."""
+    return pytestconfig.stash[RESULTS]
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    results = config.stash.get(RESULTS, [])
+    if not results:
+        return
+    terminalreporter.section("depth-claims verdicts")
+    for result, paths in results:
+        terminalreporter.write_line(result.summary())
+        terminalreporter.write_line(f"    -> {paths['csv'].parent}/{result.file_stem}.{{csv,png}}")

@@ -1,0 +1,87 @@
+"""The Claim type, its registry, and the result of checking one claim on one model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from harness.stats import Direction, Estimate, Verdict, verdict
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A published claim, pinned down as a statistic with a threshold.
+
+    Changing how ``statistic`` is computed or what ``threshold`` means bumps ``version``.
+    """
+
+    id: str
+    version: int
+    paper: str
+    source: str
+    statement: str
+    statistic: str
+    threshold: float | None
+    direction: Direction | None
+    paper_value: str
+
+    def judge(self, est: Estimate) -> Verdict | None:
+        if self.threshold is None or self.direction is None:
+            return None
+        return verdict(est.ci_low, est.ci_high, self.threshold, self.direction)
+
+
+CLAIMS: dict[str, Claim] = {}
+
+
+def register(claim: Claim) -> Claim:
+    if claim.id in CLAIMS:
+        raise ValueError(f"Claim {claim.id} is registered twice.")
+    CLAIMS[claim.id] = claim
+    return claim
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    claim: Claim
+    model: str
+    lens: str
+    dataset: str
+    estimate: Estimate
+    details: dict = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> Verdict | None:
+        return self.claim.judge(self.estimate)
+
+    @property
+    def file_stem(self) -> str:
+        """Name of this result's CSV and figure files: the claim id first."""
+        return f"{self.claim.id}_{self.lens}_{self.dataset}"
+
+    def record(self) -> dict:
+        """One entry of ``reports/<model>/claims.json``."""
+        e = self.estimate
+        return {
+            "claim": self.claim.id,
+            "version": self.claim.version,
+            "model": self.model,
+            "lens": self.lens,
+            "dataset": self.dataset,
+            "statistic": e.value,
+            "ci_low": e.ci_low,
+            "ci_high": e.ci_high,
+            "threshold": self.claim.threshold,
+            "direction": self.claim.direction,
+            "n": e.n,
+            "n_groups": e.n_groups,
+            "verdict": self.verdict,
+            "details": self.details,
+        }
+
+    def summary(self) -> str:
+        e = self.estimate
+        side = ">" if self.claim.direction == "above" else "<"
+        return (
+            f"{self.claim.id} [{self.model} · {self.lens} lens · {self.dataset}] {self.verdict}: "
+            f"{e.value:.3f} (95% CI {e.ci_low:.3f} to {e.ci_high:.3f}, n={e.n}), claim {side} {self.claim.threshold}"
+        )

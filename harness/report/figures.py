@@ -1,0 +1,53 @@
+"""Figures that read without the paper: titles, axis labels, units, n."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from harness.claims.base import ClaimResult  # noqa: E402
+
+BUCKET_COLORS = {"Top-10": "#1b4f72", "Top-100": "#2e86c1", "Top-1000": "#85c1e9", "Rest": "#d5d8dc"}
+
+
+def _title(result: ClaimResult, what: str) -> str:
+    e = result.estimate
+    return (
+        f"{result.claim.id}: {what}\n{result.model} · {result.lens} lens · {result.dataset} · "
+        f"n = {e.n} prompts · verdict: {result.verdict} ({e.value:.2f}, 95% CI {e.ci_low:.2f}-{e.ci_high:.2f})"
+    )
+
+
+def stacked_bucket_bars(result: ClaimResult, table: pd.DataFrame):
+    """GTR-1: 100%-stacked bars of the frequency buckets of the lens top-1 per layer,
+    with the model's final prediction as the last bar."""
+    layers = list(dict.fromkeys(table["layer"]))
+    fig, ax = plt.subplots(figsize=(max(8, 0.32 * len(layers) + 2), 4.8))
+    x = np.arange(len(layers))
+    bottom = np.zeros(len(layers))
+    for bucket, color in BUCKET_COLORS.items():
+        share = table[table["bucket"] == bucket].set_index("layer").loc[layers, "share"].to_numpy() * 100
+        ax.bar(x, share, bottom=bottom, color=color, label=bucket, width=0.85, edgecolor="white", linewidth=0.3)
+        bottom += share
+    lo, hi = result.details["early_layers"]
+    ax.axvspan(lo - 0.5, hi + 0.5, color="#f5b041", alpha=0.15, label=f"early layers {lo}-{hi}")
+    ax.set_xticks(x, [str(layer) if layer != "final" else "final\npred." for layer in layers], fontsize=7)
+    ax.set_xlim(-0.6, len(layers) - 0.4)
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("Layer l (lens applied to residual h_l; h_0 = embeddings)")
+    ax.set_ylabel("Share of lens top-1 tokens (%)")
+    ax.set_title(_title(result, "early guesses are frequent tokens"), fontsize=9)
+    freq = result.details["frequency"]
+    ax.legend(
+        title=f"Frequency rank bucket\n({freq['corpus']}, {freq['n_tokens']:,} tokens)",
+        fontsize=7,
+        title_fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1),
+    )
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,111 @@
+"""One model's run: the loaded model, its engine and cache, and the traces claims share.
+
+Claims ask a ModelSession for traces; the session builds each (model, lens, dataset)
+trace once per process, and the on-disk cache makes a second run free.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import torch
+
+import harness
+from harness.cache import TraceCache
+from harness.claims import gtr
+from harness.data.prose import Corpus, load_prose
+from harness.frequency import FrequencyTable, token_frequencies
+from harness.lenses import Lens, make_lens
+from harness.models import load_model, resolve
+from harness.report.outputs import ReportWriter
+from harness.trace import ENGINE_VERSION, LayerTrace, TraceEngine
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The options of one run (from pytest's command line or the CLI)."""
+
+    models: tuple[str, ...]
+    lenses: tuple[str, ...] = ("logit",)
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = 8
+    max_examples: int | None = None
+    data_dir: Path | None = None
+    trace_cache: Path | None = None  # None: no cache
+    report_dir: Path = Path("reports")
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5
+        ).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class ModelSession:
+    def __init__(self, config: RunConfig, model_name: str):
+        self.config = config
+        started = time.perf_counter()
+        self.loaded = load_model(resolve(model_name), device=config.device, dtype=config.dtype)
+        self.load_seconds = time.perf_counter() - started
+        cache = TraceCache(config.trace_cache) if config.trace_cache is not None else None
+        self.engine = TraceEngine(self.loaded, cache=cache, batch_size=config.batch_size)
+        self.writer = ReportWriter(Path(config.report_dir) / self.loaded.spec.slug)
+        self._lenses: dict[str, Lens] = {}
+        self._traces: dict[tuple, LayerTrace] = {}
+
+    @property
+    def name(self) -> str:
+        return self.loaded.spec.name
+
+    @cached_property
+    def corpus(self) -> Corpus:
+        return load_prose(self.config.data_dir)
+
+    @cached_property
+    def frequency(self) -> FrequencyTable:
+        return token_frequencies(self.loaded.tokenizer, self.corpus, self.loaded.vocab_size)
+
+    def lens(self, name: str) -> Lens:
+        if name not in self._lenses:
+            self._lenses[name] = make_lens(name, self.loaded)
+        return self._lenses[name]
+
+    def prefix_trace(self, lens_name: str) -> LayerTrace:
+        """The GTR-1/2/6 trace: prefixes of the prose corpus, last position of each."""
+        key = ("prefixes", lens_name)
+        if key not in self._traces:
+            request = gtr.prefix_request(self.corpus, self.loaded.tokenizer, self.config.max_examples)
+            spec = gtr.prefix_reductions(self.frequency)
+            self._traces[key] = self.engine.trace(request, self.lens(lens_name), spec)
+        return self._traces[key]
+
+    def provenance(self, lens_name: str, trace: LayerTrace) -> dict:
+        import transformers
+
+        key = trace.meta["key"]
+        return {
+            "git_commit": git_commit(),
+            "depth_claims": harness.__version__,
+            "engine_version": ENGINE_VERSION,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "python": platform.python_version(),
+            "model": self.name,
+            "model_source": self.loaded.spec.repo_id or self.loaded.spec.package or self.loaded.spec.path,
+            "revision": self.loaded.revision,
+            "dtype": self.loaded.dtype_name,
+            "device": str(self.loaded.device),
+            "backend": "transformers",
+            "lens": self.lens(lens_name).identity,
+            "data_hash": key["data"][:16],
+            "trace_key": {k: key[k] for k in ("dataset", "positions")},
+        }
