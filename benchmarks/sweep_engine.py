@@ -11,11 +11,14 @@ setting found here as its default (see ENGINE_DEFAULTS in test_trace_throughput.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
 
 import lens_tools as lt  # noqa: E402
 from harness.models import DEFAULT_MODEL, load_model, resolve  # noqa: E402
@@ -31,8 +34,11 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk-mb", default="16,32,64,128,256")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--bf16-prompts", type=int, default=1, help="bf16 is ~5x slower on CPUs without bf16 units")
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("DEPTH_CLAIMS_BENCH_THREADS", "1")),
+                    help="torch intra-op threads (default 1: see README, 'Threads')")
     ap.add_argument("--out", type=Path, default=default_report_dir() / "benchmarks" / "engine_sweep.json")
     args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
 
     rows = []
     reference = None
@@ -49,6 +55,7 @@ def main(argv=None) -> int:
                     res = lt.run_engine(loaded, sub, batch_size=bs, chunk_bytes=mb << 20)
                     best = min(best, time.perf_counter() - t0)
                 row = {
+                    "threads": args.threads,
                     "dtype": dtype,
                     "batch_size": bs,
                     "chunk_mb": mb,

@@ -213,14 +213,14 @@ def reduce_logits(
     logits: torch.Tensor,
     targets: torch.Tensor,
     spec: ReductionSpec,
-    final_logp: torch.Tensor | None = None,
+    final: "FinalDistribution | None" = None,
     set_matrix: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Per-row reductions of one chunk of lens logits [C, V].
 
     ``targets`` [C, T]: token ids whose rank (1 + number of strictly larger logits, ties
-    in the target's favour) and log-prob are kept. ``final_logp`` [C, V]: the final
-    log-distribution, for KL(final || layer).
+    in the target's favour) and log-prob are kept. ``final``: the final distribution of
+    the same rows, for KL(final || layer).
     """
     out: dict[str, torch.Tensor] = {"top1": logits.argmax(-1)}
     if spec.topk > 1:
@@ -235,14 +235,28 @@ def reduce_logits(
             out["logprob"] = logp.gather(1, targets)
         p = logp.exp()
         if spec.entropy:
-            out["entropy"] = -(p * logp).sum(-1)
+            out["entropy"] = -torch.einsum("cv,cv->c", p, logp)
         if spec.kl:
-            out["kl"] = (final_logp.exp() * (final_logp - logp)).sum(-1)
+            out["kl"] = final.neg_entropy - torch.einsum("cv,cv->c", final.p, logp)
         if set_matrix is not None:
             out["set_mass"] = p @ set_matrix
     elif spec.logprobs:
         out["logprob"] = target_logits.float() - torch.logsumexp(logits.float(), dim=-1, keepdim=True)
     return out
+
+
+@dataclass(frozen=True)
+class FinalDistribution:
+    """The final distribution of a chunk of rows, computed once and read at every layer."""
+
+    p: torch.Tensor  # [C, V] float32
+    neg_entropy: torch.Tensor  # [C]: sum_v p log p
+
+    @classmethod
+    def from_logits(cls, logits: torch.Tensor) -> "FinalDistribution":
+        logp = torch.log_softmax(logits.float(), -1)
+        p = logp.exp()
+        return cls(p=p, neg_entropy=torch.einsum("cv,cv->c", p, logp))
 
 
 @dataclass
@@ -372,14 +386,14 @@ class TraceEngine:
         pieces: dict[str, list] = {}
         for start in range(0, n_rows, chunk_rows):
             sl = slice(start, start + chunk_rows)
-            final_logp = torch.log_softmax(final_logits[sl].float(), -1) if spec.kl else None
+            final = FinalDistribution.from_logits(final_logits[sl]) if spec.kl else None
             per_layer: dict[str, list] = {}
             for layer in range(loaded.n_layers + 1):
                 if layer == loaded.n_layers:
                     logits = final_logits[sl]  # the model's own logits: exact at l = L
                 else:
                     logits = lens.logits(captured[layer][sl], layer)
-                for k, v in reduce_logits(logits, targets[sl], spec, final_logp, set_matrix).items():
+                for k, v in reduce_logits(logits, targets[sl], spec, final, set_matrix).items():
                     per_layer.setdefault(k, []).append(v.cpu())
             for k, v in per_layer.items():
                 pieces.setdefault(k, []).append(torch.stack(v))

@@ -34,13 +34,15 @@ def stacked_bucket_bars(result: ClaimResult, table: pd.DataFrame):
         ax.bar(x, share, bottom=bottom, color=color, label=bucket, width=0.85, edgecolor="white", linewidth=0.3)
         bottom += share
     lo, hi = result.details["early_layers"]
-    ax.axvspan(lo - 0.5, hi + 0.5, color="#f5b041", alpha=0.15, label=f"early layers {lo}-{hi}")
+    ax.plot([lo - 0.4, hi + 0.4], [103, 103], color="#b9770e", linewidth=2, clip_on=False)
+    ax.text((lo + hi) / 2, 105, f"early layers {lo}-{hi} (first quarter)", ha="center", fontsize=7, color="#b9770e")
     ax.set_xticks(x, [str(layer) if layer != "final" else "final\npred." for layer in layers], fontsize=7)
     ax.set_xlim(-0.6, len(layers) - 0.4)
     ax.set_ylim(0, 100)
+    ax.set_yticks(range(0, 101, 20))
     ax.set_xlabel("Layer l (lens applied to residual h_l; h_0 = embeddings)")
     ax.set_ylabel("Share of lens top-1 tokens (%)")
-    ax.set_title(_title(result, "early guesses are frequent tokens"), fontsize=9)
+    ax.set_title(_title(result, "early guesses are frequent tokens"), fontsize=9, pad=30)
     freq = result.details["frequency"]
     ax.legend(
         title=f"Frequency rank bucket\n({freq['corpus']}, {freq['n_tokens']:,} tokens)",
