@@ -18,6 +18,7 @@ from harness.paths import default_report_dir, default_trace_cache
 from harness.session import ModelSession, RunConfig
 
 RESULTS = pytest.StashKey[list]()
+SESSIONS = pytest.StashKey[list]()
 
 
 def _split(values: list[str] | None, default: list[str]) -> tuple[str, ...]:
@@ -41,6 +42,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[RESULTS] = []
+    config.stash[SESSIONS] = []
     models = _split(config.getoption("--model"), [DEFAULT_MODEL])
     for name in models:
         try:
@@ -89,9 +91,11 @@ def run_config(pytestconfig: pytest.Config) -> RunConfig:
 
 
 @pytest.fixture(scope="session")
-def model_session(run_config: RunConfig, model_name: str) -> ModelSession:
+def model_session(pytestconfig: pytest.Config, run_config: RunConfig, model_name: str) -> ModelSession:
     """The model, its engine and shared traces: loaded once per run."""
-    return ModelSession(run_config, model_name)
+    session = ModelSession(run_config, model_name)
+    pytestconfig.stash[SESSIONS].append(session)
+    return session
 
 
 @pytest.fixture
@@ -108,3 +112,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     for result, paths in results:
         terminalreporter.write_line(result.summary())
         terminalreporter.write_line(f"    -> {paths['csv'].parent}/{result.file_stem}.{{csv,png}}")
+    for session in config.stash.get(SESSIONS, []):
+        s = session.engine.stats
+        terminalreporter.write_line(
+            f"{session.name}: loaded in {session.load_seconds:.1f} s; traces computed {s.traces_computed}, "
+            f"read from cache {s.cache_hits}; forward passes {s.forward_passes}"
+        )

@@ -18,3 +18,13 @@ def test_gtr1_early_layers_guess_frequent_tokens(model_session, lens_name, publi
         trace, model_session.frequency, model_session.name, lens_name, model_session.corpus.name
     )
     publish(result, table, figures.stacked_bucket_bars(result, table), trace)
+
+
+def test_gtr2_early_guesses_get_refined(model_session, lens_name, publish):
+    """GTR-2: over 60% of early Top-10 guesses differ from the final prediction, and
+    flip rates fall with depth (same trace as GTR-1: no second forward pass)."""
+    trace = model_session.prefix_trace(lens_name)
+    result, table = gtr.gtr2_early_guesses_get_refined(
+        trace, model_session.frequency, model_session.name, lens_name, model_session.corpus.name
+    )
+    publish(result, table, figures.flip_rate_bars(result, table), trace)

@@ -226,8 +226,14 @@ def reduce_logits(
     if spec.topk > 1:
         out["topk"] = logits.topk(spec.topk, dim=-1).indices
     target_logits = logits.gather(1, targets)
+    # Counting through a uint8 view into int32 avoids widening the mask to int64 (a copy
+    # that cost as much as the comparison itself).
     out["rank"] = torch.stack(
-        [(logits > target_logits[:, j : j + 1]).sum(-1) + 1 for j in range(targets.shape[1])], dim=1
+        [
+            (logits > target_logits[:, j : j + 1]).view(torch.uint8).sum(-1, dtype=torch.int32) + 1
+            for j in range(targets.shape[1])
+        ],
+        dim=1,
     )
     if spec.needs_log_softmax:
         logp = torch.log_softmax(logits.float(), dim=-1)

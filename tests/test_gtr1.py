@@ -108,3 +108,35 @@ def test_prefixes_cut_before_a_word_with_enough_context_and_are_capped():
         assert len(pos) == gtr.PREFIX_CUTS_PER_PARAGRAPH and min(pos) >= gtr.PREFIX_MIN_CONTEXT - 1
         assert len(ids) == max(pos) + 2
     assert gtr.prefix_request(corpus, _WordTokenizer(), max_examples=4).n_rows == 4
+
+
+def test_gtr2_flip_rates_on_a_known_trace():
+    counts = np.zeros(2000, dtype=int)
+    counts[:1200] = np.arange(1200, 0, -1)
+    n = 40
+    top1 = np.full((9, n), 1500)
+    top1[1:3] = 3  # every early guess is the Top-10 token 3 ...
+    final = np.full(n, 1500)
+    final[: n // 5] = 3  # ... which is the final prediction for 20% of prompts
+    top1[-1] = final
+    result, table = gtr.gtr2_early_guesses_get_refined(_trace(top1, final, np.arange(n)), _freq(counts), "m", "logit", "d")
+    assert abs(result.estimate.value - 0.8) < 1e-9
+    assert result.details["flip_rate_at_L"] == 0.0
+    assert result.verdict == "replicated"  # 0.8 > 0.6, and flips fall from early to late layers
+    top10 = table[(table.bucket == "Top-10") & (table.layer == 1)].iloc[0]
+    assert abs(top10.flip_rate - 0.8) < 1e-9 and top10.n_guesses == n
+
+
+@settings(max_examples=30, deadline=None)
+@given(arrays(np.int64, st.tuples(st.integers(2, 9), st.integers(1, 25)), elements=st.integers(0, 1999)))
+def test_flip_rate_is_zero_at_the_last_layer(top1):
+    counts = np.zeros(2000, dtype=int)
+    counts[:1200] = np.arange(1200, 0, -1)
+    final = top1[-1].copy()  # the last layer row is the model's own prediction
+    result, table = gtr.gtr2_early_guesses_get_refined(
+        _trace(top1, final, np.arange(top1.shape[1])), _freq(counts), "m", "logit", "d"
+    )
+    last = table[(table.layer == top1.shape[0] - 1) & (table.bucket == "all")].iloc[0]
+    assert last.flip_rate == 0.0 and result.details["flip_rate_at_L"] == 0.0
+    rates = table["flip_rate"].dropna()
+    assert ((rates >= 0) & (rates <= 1)).all()

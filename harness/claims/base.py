@@ -41,6 +41,42 @@ def register(claim: Claim) -> Claim:
 
 
 @dataclass(frozen=True)
+class SubCheck:
+    """A second condition of a claim (e.g. "and flip rates fall with depth")."""
+
+    name: str
+    description: str
+    estimate: Estimate
+    threshold: float
+    direction: Direction
+
+    @property
+    def verdict(self) -> Verdict:
+        return verdict(self.estimate.ci_low, self.estimate.ci_high, self.threshold, self.direction)
+
+    def record(self) -> dict:
+        e = self.estimate
+        return {
+            "name": self.name,
+            "description": self.description,
+            "statistic": e.value,
+            "ci_low": e.ci_low,
+            "ci_high": e.ci_high,
+            "threshold": self.threshold,
+            "direction": self.direction,
+            "n": e.n,
+            "verdict": self.verdict,
+        }
+
+
+def combine(verdicts: list[Verdict]) -> Verdict:
+    """All parts of a claim must hold: any contradicted part contradicts it."""
+    if "contradicted" in verdicts:
+        return "contradicted"
+    return "replicated" if all(v == "replicated" for v in verdicts) else "inconclusive"
+
+
+@dataclass(frozen=True)
 class ClaimResult:
     claim: Claim
     model: str
@@ -48,10 +84,14 @@ class ClaimResult:
     dataset: str
     estimate: Estimate
     details: dict = field(default_factory=dict)
+    subchecks: tuple[SubCheck, ...] = ()
 
     @property
     def verdict(self) -> Verdict | None:
-        return self.claim.judge(self.estimate)
+        main = self.claim.judge(self.estimate)
+        if main is None or not self.subchecks:
+            return main
+        return combine([main, *(c.verdict for c in self.subchecks)])
 
     @property
     def file_stem(self) -> str:
@@ -75,13 +115,18 @@ class ClaimResult:
             "n": e.n,
             "n_groups": e.n_groups,
             "verdict": self.verdict,
+            "subchecks": [c.record() for c in self.subchecks],
             "details": self.details,
         }
 
     def summary(self) -> str:
         e = self.estimate
         side = ">" if self.claim.direction == "above" else "<"
-        return (
+        text = (
             f"{self.claim.id} [{self.model} · {self.lens} lens · {self.dataset}] {self.verdict}: "
             f"{e.value:.3f} (95% CI {e.ci_low:.3f} to {e.ci_high:.3f}, n={e.n}), claim {side} {self.claim.threshold}"
         )
+        for c in self.subchecks:
+            ce, cside = c.estimate, ">" if c.direction == "above" else "<"
+            text += f"; {c.name} {ce.value:.3f} ({ce.ci_low:.3f} to {ce.ci_high:.3f}) {cside} {c.threshold}: {c.verdict}"
+        return text

@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from harness.claims.base import Claim, ClaimResult, register
+from harness.claims.base import Claim, ClaimResult, SubCheck, register
 from harness.data.prose import Corpus
 from harness.frequency import BUCKETS, FrequencyTable
-from harness.stats import bootstrap_mean, estimate
+from harness.stats import bootstrap_mean, bootstrap_ratio, estimate, ratio_estimate
 from harness.trace import LayerTrace, ReductionSpec, TraceRequest
 
 PAPER = "Gupta, Yeung, Anumanchipalli, Ivanova 2025, How Do LLMs Use Their Depth? (arXiv 2510.18871)"
@@ -31,6 +31,24 @@ GTR_1 = register(
         direction="above",
         paper_value="Pythia-6.9B, tuned lens: >75% of layer-1 top-1 are Top-10 vs about 1/3 of final "
         "predictions (gap about 40 points); we test a gap of more than 20 points",
+    )
+)
+
+GTR_2 = register(
+    Claim(
+        id="GTR-2",
+        version=1,
+        paper=PAPER,
+        source="Fig. 3",
+        statement="Early guesses get refined: most Top-10 frequency guesses of the early layers differ from "
+        "the final prediction, and flip rates fall with depth.",
+        statistic="flip rate (lens top-1 != final prediction) of Top-10 guesses pooled over layers "
+        "1..floor(L/4); sub-check: mean flip rate of all guesses in those layers minus in layers "
+        "ceil(3L/4)..L-1 is above 0",
+        threshold=0.60,
+        direction="above",
+        paper_value="high-frequency early guesses are changed more than 70% of the time; 60-80% overall in "
+        "the early layers",
     )
 )
 
@@ -134,4 +152,52 @@ def gtr1_early_frequent_guesses(
         "frequency": freq.provenance,
     }
     result = ClaimResult(claim=GTR_1, model=model, lens=lens, dataset=dataset, estimate=est, details=details)
+    return result, pd.DataFrame(rows)
+
+
+def late_layers(n_layers: int) -> np.ndarray:
+    """The last quarter of depth before ``h_L``: layers ceil(3L/4) .. L-1."""
+    return np.arange(min(n_layers - 1, -(-3 * n_layers // 4)), n_layers)
+
+
+def gtr2_early_guesses_get_refined(
+    trace: LayerTrace, freq: FrequencyTable, model: str, lens: str, dataset: str
+) -> tuple[ClaimResult, pd.DataFrame]:
+    """GTR-2: flip rates per layer and per bucket of the intermediate top-1 (same trace as GTR-1)."""
+    bucket = freq.bucket_of_id[trace.top1]  # [L+1, N]
+    flip = trace.top1 != trace.final_id[None, :]  # [L+1, N]; 0 at L by construction
+    early, late = early_layers(trace.n_layers), late_layers(trace.n_layers)
+    top10_early = bucket[early] == 0
+    est = ratio_estimate((flip[early] & top10_early).sum(0), top10_early.sum(0), trace.example)
+    trend = estimate(flip[early].mean(0) - flip[late].mean(0), trace.example)
+    check = SubCheck(
+        name="falls_with_depth",
+        description=f"flip rate, layers {early[0]}-{early[-1]} minus layers {late[0]}-{late[-1]}",
+        estimate=trend,
+        threshold=0.0,
+        direction="above",
+    )
+    rows = []
+    groups = [(name, bucket == b) for b, name in enumerate(BUCKETS)] + [("all", np.ones_like(flip))]
+    for name, member in groups:
+        rate, low, high = bootstrap_ratio((flip & member).T, member.T, trace.example)
+        for layer in range(trace.n_layers + 1):
+            rows.append(
+                {
+                    "claim": GTR_2.id, "model": model, "lens": lens, "dataset": dataset, "layer": layer,
+                    "bucket": name, "flip_rate": rate[layer], "ci_low": low[layer], "ci_high": high[layer],
+                    "n_guesses": int(member[layer].sum()),
+                }
+            )
+    details = {
+        "early_layers": [int(early[0]), int(early[-1])],
+        "late_layers": [int(late[0]), int(late[-1])],
+        "flip_rate_at_L": float(flip[-1].mean()),
+        "early_flip_rate_all": float(flip[early].mean()),
+        "n_top10_early_guesses": int(top10_early.sum()),
+        "frequency": freq.provenance,
+    }
+    result = ClaimResult(
+        claim=GTR_2, model=model, lens=lens, dataset=dataset, estimate=est, details=details, subchecks=(check,)
+    )
     return result, pd.DataFrame(rows)

@@ -53,3 +53,31 @@ def stacked_bucket_bars(result: ClaimResult, table: pd.DataFrame):
     )
     fig.tight_layout()
     return fig
+
+
+def flip_rate_bars(result: ClaimResult, table: pd.DataFrame):
+    """GTR-2: grouped bars of the flip rate (lens top-1 != final prediction) per layer,
+    one bar per frequency bucket of the intermediate top-1."""
+    layers = sorted(table["layer"].unique())
+    fig, ax = plt.subplots(figsize=(max(9, 0.42 * len(layers) + 2), 4.8))
+    width = 0.8 / len(BUCKET_COLORS)
+    for k, (bucket, color) in enumerate(BUCKET_COLORS.items()):
+        rows = table[table["bucket"] == bucket].set_index("layer").reindex(layers)
+        x = np.arange(len(layers)) + (k - 1.5) * width
+        rate = rows["flip_rate"].to_numpy() * 100
+        err = np.vstack([rate - rows["ci_low"].to_numpy() * 100, rows["ci_high"].to_numpy() * 100 - rate])
+        ax.bar(x, rate, width=width, color=color, label=bucket, yerr=np.nan_to_num(err), error_kw={"elinewidth": 0.5})
+    ax.axhline(result.claim.threshold * 100, color="#b03a2e", linestyle="--", linewidth=1,
+               label=f"claim: Top-10 early flip rate > {result.claim.threshold:.0%}")
+    lo, hi = result.details["early_layers"]
+    ax.plot([lo - 0.45, hi + 0.45], [103, 103], color="#b9770e", linewidth=2, clip_on=False)
+    ax.text((lo + hi) / 2, 105, f"early layers {lo}-{hi}", ha="center", fontsize=7, color="#b9770e")
+    ax.set_xticks(np.arange(len(layers)), [str(layer) for layer in layers], fontsize=7)
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("Layer l (lens applied to residual h_l); bucket of the lens top-1 at that layer")
+    ax.set_ylabel("Flip rate: lens top-1 ≠ final prediction (%)")
+    ax.set_title(_title(result, "early guesses get refined"), fontsize=9, pad=30)
+    ax.legend(title="Frequency bucket of the guess\n(95% bootstrap intervals)", fontsize=7, title_fontsize=7,
+              loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return fig
