@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,10 @@ from harness.paths import REPO_ROOT
 WIKI_FILE = Path("wikipedia") / "squad_v2_dev_contexts.jsonl"
 N_PROMPTS = 64
 N_TOKENS = 128
+
+# The summary table: filled by the throughput benchmark's report fixture, printed by
+# conftest.py's pytest_terminal_summary (so it shows with or without -s).
+SUMMARY_LINES: list[str] = []
 
 
 # --------------------------------------------------------------------------- data
@@ -268,6 +271,9 @@ def compare(a: LensResult, b: LensResult) -> dict:
     total = a.top1.size
     top1 = int((a.top1 != b.top1).sum())
     rank = int((a.rank != b.rank).sum())
+    ra, rb = a.rank.astype(np.int64), b.rank.astype(np.int64)
+    diff = rb - ra
+    ratio = np.maximum(ra, rb) / np.minimum(ra, rb)
     return {
         "prompts": n,
         "cells": int(total),
@@ -275,8 +281,13 @@ def compare(a: LensResult, b: LensResult) -> dict:
         "rank_mismatch": rank,
         "top1_mismatch_frac": top1 / total,
         "rank_mismatch_frac": rank / total,
+        # b ranks the final prediction better (lower) / worse (higher) than a.
+        "rank_lower": int((diff < 0).sum()),
+        "rank_higher": int((diff > 0).sum()),
+        "rank_off_by_one": int((np.abs(diff) == 1).sum()),
+        "rank_within_2x_frac": float((ratio <= 2).mean()),
         "final_id_mismatch": int((a.top1[-1] != b.top1[-1]).sum()),
-        "max_abs_rank_diff": int(np.abs(a.rank.astype(np.int64) - b.rank).max()),
+        "max_abs_rank_diff": int(np.abs(diff).max()),
     }
 
 
@@ -318,11 +329,3 @@ def atomic_write_json(path: Path, obj) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
 
-
-class Stopwatch:
-    def __enter__(self):
-        self.t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self.t0

@@ -48,8 +48,12 @@ def categorise(label: str, op: str) -> str:
     if label == "reduce":
         if op in {"aten::argmax", "aten::max"}:
             return "argmax (top-1)"
-        if op in {"aten::gt", "aten::sum", "aten::add", "aten::stack", "aten::gather"}:
-            return "rank (gather + compare + sum)"
+        if op == "aten::gt":
+            return "rank: compare (logits > target)"
+        if op in {"aten::sum", "aten::copy_", "aten::to", "aten::_to_copy"}:
+            return "rank: count (sum of the bool mask; widened to int64 first in harness code)"
+        if op in {"aten::add", "aten::stack", "aten::gather", "aten::cat", "aten::empty", "aten::slice", "aten::select"}:
+            return "rank: gather / stack / +1"
         return "reduce, other"
     return "engine bookkeeping (capture index, stack, cat, numpy, ...)"
 
@@ -61,8 +65,10 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--chunk-mb", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads (default: all cores, as the benchmark)")
     ap.add_argument("--out", type=Path, default=default_report_dir() / "benchmarks" / "engine_profile.json")
     args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
 
     loaded = load_model(resolve(DEFAULT_MODEL), device="cpu", dtype=args.dtype)
     ids = lt.paragraph_ids(args.data_dir, loaded.tokenizer, n_prompts=args.prompts)
@@ -100,7 +106,7 @@ def main(argv=None) -> int:
         by_op[(label or "other", ev.name)] += us
     profiled = sum(by_cat.values()) / 1e6
     tokens = int(ids.size)
-    print(f"engine {args.dtype}, batch {args.batch_size}, chunk {args.chunk_mb} MB, {tokens} tokens: "
+    print(f"engine {args.dtype}, {args.threads} thread(s), batch {args.batch_size}, chunk {args.chunk_mb} MB, {tokens} tokens: "
           f"{wall:.2f} s wall under the profiler ({tokens / wall:.1f} tok/s); ops account for {profiled:.2f} s")
     cats = sorted(by_cat.items(), key=lambda kv: -kv[1])
     for cat, us in cats:

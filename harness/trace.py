@@ -209,6 +209,27 @@ def capture_residuals(loaded: LoadedModel, batch_idx: torch.Tensor, pos_idx: tor
             h.remove()
 
 
+# Rows per block when counting on a CPU: a [64, V] mask stays in cache (measured 3.9x
+# faster than one pass over a whole chunk; benchmarks/README.md).
+RANK_BLOCK_ROWS = 64
+
+
+def count_greater(logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
+    """int32 [C, T]: for each row and target column, how many logits are strictly larger.
+
+    Counted in row blocks with an int32 accumulator: widening the whole [C, V] mask to
+    int64 cost as much as the comparison itself."""
+    rows, n_targets = target_logits.shape
+    block_rows = RANK_BLOCK_ROWS if logits.device.type == "cpu" else max(rows, 1)
+    out = torch.empty(rows, n_targets, dtype=torch.int32, device=logits.device)
+    for start in range(0, rows, block_rows):
+        sl = slice(start, start + block_rows)
+        block = logits[sl]
+        for j in range(n_targets):
+            out[sl, j] = (block > target_logits[sl, j : j + 1]).sum(-1, dtype=torch.int32)
+    return out
+
+
 def reduce_logits(
     logits: torch.Tensor,
     targets: torch.Tensor,
@@ -226,15 +247,7 @@ def reduce_logits(
     if spec.topk > 1:
         out["topk"] = logits.topk(spec.topk, dim=-1).indices
     target_logits = logits.gather(1, targets)
-    # Counting through a uint8 view into int32 avoids widening the mask to int64 (a copy
-    # that cost as much as the comparison itself).
-    out["rank"] = torch.stack(
-        [
-            (logits > target_logits[:, j : j + 1]).view(torch.uint8).sum(-1, dtype=torch.int32) + 1
-            for j in range(targets.shape[1])
-        ],
-        dim=1,
-    )
+    out["rank"] = count_greater(logits, target_logits) + 1
     if spec.needs_log_softmax:
         logp = torch.log_softmax(logits.float(), dim=-1)
         if spec.logprobs:
