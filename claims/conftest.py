@@ -16,7 +16,7 @@ def publish(model_session, claim_results):
         paths = model_session.writer.publish(result, table, fig, model_session.provenance(result.lens, trace))
         claim_results.append((result, paths))
         key = (result.claim.id, result.model, result.lens)
-        expected = EXPECTED_NOT_REPLICATED.get(key)
+        expected = EXPECTED_NOT_REPLICATED.get((*key, result.dataset), EXPECTED_NOT_REPLICATED.get(key))
         if result.verdict == "replicated":
             assert expected is None, (
                 f"{result.summary()} now replicates; remove its entry from claims/expectations.py ({expected})"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness.claims import gtr
+from harness.claims import gtr, gtr_pos
 from harness.report import figures
+from harness.report.figures_rank import earliest_layer_curves
 
 pytestmark = pytest.mark.claim
 
@@ -28,3 +29,22 @@ def test_gtr2_early_guesses_get_refined(model_session, lens_name, publish):
         trace, model_session.frequency, model_session.name, lens_name, model_session.corpus.name
     )
     publish(result, table, figures.flip_rate_bars(result, table), trace)
+
+
+def test_gtr3_function_words_settle_early(model_session, lens_name, publish):
+    """GTR-3: at k = 10 and k = 100 the mean earliest layer of DET and of ADP lies below
+    that of NOUN, VERB and ADJ (correct predictions only; spaCy tags)."""
+    trace, examples = model_session.pos_trace(lens_name)
+    result, table = gtr_pos.gtr3_function_words_settle_early(
+        trace, examples, model_session.name, lens_name, model_session.corpus.name,
+        tagger=model_session.pos_tags.provenance,
+    )
+    publish(result, table, earliest_layer_curves(result, table, "tag", what="function words settle early"), trace)
+
+
+def test_gtr5_options_shortlisted_by_mid_depth_and_chosen_late(model_session, lens_name, publish):
+    """GTR-5: the option set enters the lens top-10 in the first half of the layers, and
+    the choice among the options settles more than a tenth of the depth later."""
+    trace = model_session.choice_trace(lens_name)
+    result, table = gtr.gtr5_shortlist_then_decide(trace, model_session.choice_rows, model_session.name, lens_name)
+    publish(result, table, figures.choice_curves(result, table), trace)

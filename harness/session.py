@@ -17,7 +17,9 @@ import torch
 
 import harness
 from harness.cache import TraceCache
-from harness.claims import gtr
+from harness.claims import gtr, gtr_pos
+from harness.data import pos
+from harness.data.choices import load_choice_tasks
 from harness.data.prose import Corpus, load_prose
 from harness.frequency import FrequencyTable, token_frequencies
 from harness.lenses import Lens, make_lens
@@ -61,6 +63,7 @@ class ModelSession:
         self.writer = ReportWriter(Path(config.report_dir) / self.loaded.spec.slug)
         self._lenses: dict[str, Lens] = {}
         self._traces: dict[tuple, LayerTrace] = {}
+        self._pos_examples: tuple[pos.POSExample, ...] = ()
 
     @property
     def name(self) -> str:
@@ -86,6 +89,32 @@ class ModelSession:
             request = gtr.prefix_request(self.corpus, self.loaded.tokenizer, self.config.max_examples)
             spec = gtr.prefix_reductions(self.frequency)
             self._traces[key] = self.engine.trace(request, self.lens(lens_name), spec)
+        return self._traces[key]
+
+    @cached_property
+    def pos_tags(self) -> pos.TaggedCorpus:
+        return pos.tag_corpus(self.corpus)
+
+    def pos_trace(self, lens_name: str) -> tuple[LayerTrace, tuple[pos.POSExample, ...]]:
+        """The GTR-3 trace: the position before the first word of each tag, per paragraph."""
+        key = ("pos", lens_name)
+        if key not in self._traces:
+            request, self._pos_examples = pos.pos_examples(
+                self.corpus, self.pos_tags, self.loaded.tokenizer, self.config.max_examples
+            )
+            self._traces[key] = self.engine.trace(request, self.lens(lens_name), gtr_pos.POS_REDUCTIONS)
+        return self._traces[key], self._pos_examples
+
+    @cached_property
+    def choice_rows(self) -> "gtr.ChoiceRows":
+        tasks, name = load_choice_tasks(self.config.data_dir)
+        return gtr.choice_request(tasks, self.loaded.tokenizer, name, self.config.max_examples)
+
+    def choice_trace(self, lens_name: str) -> LayerTrace:
+        """The GTR-5 trace: last position of each few-shot prompt, scored on the options."""
+        key = ("choices", lens_name)
+        if key not in self._traces:
+            self._traces[key] = self.engine.trace(self.choice_rows.request, self.lens(lens_name), gtr.CHOICE_REDUCTIONS)
         return self._traces[key]
 
     def provenance(self, lens_name: str, trace: LayerTrace) -> dict:

@@ -101,3 +101,57 @@ def verdict(ci_low: float, ci_high: float, threshold: float, direction: Directio
     if direction == "above":
         return "replicated" if above else "contradicted" if below else "inconclusive"
     return "replicated" if below else "contradicted" if above else "inconclusive"
+
+
+def bootstrap_column_means(
+    values: np.ndarray, groups: np.ndarray | None = None, n_boot: int = N_BOOT, seed: int = SEED
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column means of [n, m] values (NaNs left out) and their bootstrap replicates
+    [n_boot, m], every column from the same resamples of groups (rows of one group move
+    together in all columns), so differences and extremes across columns can be taken
+    per replicate. Same resampling as :func:`bootstrap_ratio`; NaN where a column (or a
+    replicate of it) has no value."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v.reshape(len(v), -1)
+    if len(v) == 0:
+        raise ValueError("a bootstrap needs at least one row.")
+    present = ~np.isnan(v)
+    if groups is None:
+        groups = np.arange(len(v))
+    _, g = np.unique(np.asarray(groups), return_inverse=True)
+    n_groups = int(g.max()) + 1
+    sums = np.zeros((n_groups, v.shape[1]))
+    counts = np.zeros((n_groups, v.shape[1]))
+    np.add.at(sums, g, np.where(present, v, 0.0))
+    np.add.at(counts, g, present)
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=n_boot)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums.sum(0) / counts.sum(0), (weights @ sums) / (weights @ counts)
+
+
+def percentile_interval(replicates: np.ndarray, alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile interval of bootstrap replicates (NaN replicates left out; NaN if none)."""
+    r = np.asarray(replicates, dtype=np.float64)
+    if np.isnan(r).all():
+        return float("nan"), float("nan")
+    return float(np.nanpercentile(r, 100 * alpha / 2)), float(np.nanpercentile(r, 100 * (1 - alpha / 2)))
+
+
+def bootstrap_mean_difference(
+    a: np.ndarray, b: np.ndarray, groups_a: np.ndarray | None = None, groups_b: np.ndarray | None = None, **kw
+) -> Estimate:
+    """mean(a) - mean(b) with a percentile interval from resampling groups jointly: a
+    group (e.g. a paragraph) that has rows in both sets brings all of them into a
+    replicate, so the two means share their resamples. Without groups, every row is its
+    own group (then a and b never share one). n counts the rows of both sets."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if groups_a is None or groups_b is None:
+        groups_a, groups_b = np.arange(len(a)), len(a) + np.arange(len(b))
+    values = np.full((len(a) + len(b), 2), np.nan)
+    values[: len(a), 0], values[len(a) :, 1] = a, b
+    groups = np.concatenate([np.asarray(groups_a), np.asarray(groups_b)])
+    means, boots = bootstrap_column_means(values, groups, **kw)
+    low, high = percentile_interval(boots[:, 0] - boots[:, 1])
+    present = ~np.isnan(values).all(axis=1)
+    return Estimate(float(means[0] - means[1]), low, high, int(present.sum()), len(np.unique(groups[present])))

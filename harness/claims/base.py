@@ -126,6 +126,9 @@ class ClaimResult:
             f"{self.claim.id} [{self.model} · {self.lens} lens · {self.dataset}] {self.verdict}: "
             f"{e.value:.3f} (95% CI {e.ci_low:.3f} to {e.ci_high:.3f}, n={e.n}), claim {side} {self.claim.threshold}"
         )
+        if len(self.subchecks) > 2:
+            held = sum(c.verdict == "replicated" for c in self.subchecks)
+            return text + f"; sub-checks replicated: {held}/{len(self.subchecks)}"
         for c in self.subchecks:
             ce, cside = c.estimate, ">" if c.direction == "above" else "<"
             text += f"; {c.name} {ce.value:.3f} ({ce.ci_low:.3f} to {ce.ci_high:.3f}) {cside} {c.threshold}: {c.verdict}"

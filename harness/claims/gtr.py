@@ -9,8 +9,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from dataclasses import dataclass
+
 from harness.claims.base import Claim, ClaimResult, SubCheck, register
+from harness.data.choices import ChoiceTask
 from harness.data.prose import Corpus
+from harness.data.tokens import TokenBoundaryError, continuation_ids, starts_with_special, truncate_left
+from harness.metrics import settled_layer
 from harness.frequency import BUCKETS, FrequencyTable
 from harness.stats import bootstrap_mean, bootstrap_ratio, estimate, ratio_estimate
 from harness.trace import LayerTrace, ReductionSpec, TraceRequest
@@ -51,6 +56,31 @@ GTR_2 = register(
         "the early layers",
     )
 )
+
+GTR_5 = register(
+    Claim(
+        id="GTR-5",
+        version=1,
+        paper=PAPER,
+        source="Sec. 5 (multiple-choice case study)",
+        statement="Options are shortlisted by mid-depth and chosen late: the option set enters the lens's "
+        "top-10 in the first half of the layers, and the final choice among the options settles clearly later.",
+        statistic="mean over prompts of s/L, where the shortlist layer s is the first layer from which some "
+        "option stays within the full-vocabulary top-10 up to L; sub-check: mean (d - s)/L above 0.10, where "
+        "the decision layer d is the first layer from which the argmax over the options stays the final choice",
+        threshold=0.50,
+        direction="below",
+        paper_value="no numbers: options are identified within the first half of the layers, the answer is "
+        "finalised only toward the end",
+    )
+)
+
+# GTR-5: an option is "shortlisted" when it is among the lens's top SHORTLIST_K tokens of
+# the full vocabulary; "clearly later" means more than DECISION_GAP of the depth later.
+SHORTLIST_K = 10
+DECISION_GAP = 0.10
+CHOICE_MAX_TOKENS = 1024  # longer prompts are truncated from the left (question and "Answer:" stay)
+CHOICE_REDUCTIONS = ReductionSpec(topk=1, logprobs=True, kl=False, entropy=False)
 
 # Prefix sampling (GTR-1/2/6): fixed, so the same prompts feed every claim that reads them.
 PREFIX_CUTS_PER_PARAGRAPH = 3
@@ -201,3 +231,131 @@ def gtr2_early_guesses_get_refined(
         claim=GTR_2, model=model, lens=lens, dataset=dataset, estimate=est, details=details, subchecks=(check,)
     )
     return result, pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class ChoiceRows:
+    """What a choice trace's rows are: the task of each row, and what was left out."""
+
+    request: TraceRequest
+    dataset: str
+    tasks: tuple[str, ...]
+    option_counts: dict[str, int]
+    n_truncated: dict[str, int]
+    n_skipped: dict[str, int]
+
+
+def choice_request(tasks: list[ChoiceTask], tokenizer, dataset: str, max_examples: int | None = None) -> ChoiceRows:
+    """One row per prompt: its last position, scored against the first token of each option.
+
+    Option tokens come from the ids of ``prompt + " " + option`` minus those of the prompt.
+    Prompts over CHOICE_MAX_TOKENS are truncated from the left (BOS kept); prompts whose
+    boundary tokens merge with an option are skipped; both are counted.
+    ``max_examples`` caps the prompts of the claim, split evenly over the tasks.
+    """
+    ids, options, row_tasks = [], [], []
+    truncated, skipped = {}, {}
+    per_task = None if max_examples is None else -(-max_examples // len(tasks))
+    for task in tasks:
+        truncated[task.name] = skipped[task.name] = 0
+        for item in task.items[:per_task]:
+            try:
+                pieces = [continuation_ids(tokenizer, item.prompt, " " + opt) for opt in item.options]
+            except TokenBoundaryError:
+                skipped[task.name] += 1
+                continue
+            first = tuple(cont[0] for _, cont in pieces)
+            if len(set(first)) < len(first):
+                skipped[task.name] += 1  # two options share a first token: not separable
+                continue
+            prompt_ids = pieces[0][0]
+            if len(prompt_ids) > CHOICE_MAX_TOKENS:
+                truncated[task.name] += 1
+                prompt_ids = truncate_left(prompt_ids, CHOICE_MAX_TOKENS, starts_with_special(tokenizer, prompt_ids))
+            ids.append(prompt_ids)
+            options.append(first)
+            row_tasks.append(task.name)
+    if not ids:
+        raise ValueError(f"No usable multiple-choice prompts in {dataset}.")
+    # One request per option-set size: the engine needs equally many options per prompt.
+    n_opt = {len(o) for o in options}
+    width = max(n_opt)
+    padded = [o + (o[-1],) * (width - len(o)) for o in options]  # repeats are ignored below
+    request = TraceRequest.build(f"{dataset}-choices", ids, positions="last", option_ids=padded)
+    counts = {task.name: len(task.items[0].options) for task in tasks if task.items}
+    return ChoiceRows(request, dataset, tuple(row_tasks), counts, truncated, skipped)
+
+
+def _option_views(trace: LayerTrace, n_options: np.ndarray):
+    """Masks out padded option columns: [L+1, N, O] ranks and log-probs of real options."""
+    real = np.arange(trace.option_rank.shape[-1])[None, :] < n_options[:, None]  # [N, O]
+    rank = np.where(real[None], trace.option_rank, np.iinfo(np.int32).max)
+    logp = np.where(real[None], trace.option_logprob, -np.inf)
+    return rank, logp
+
+
+def gtr5_shortlist_then_decide(
+    trace: LayerTrace, rows: ChoiceRows, model: str, lens: str
+) -> tuple[ClaimResult, pd.DataFrame]:
+    """GTR-5: per-layer format share, agreement with the final choice and option mass,
+    per task; shortlist and decision layers per prompt."""
+    tasks = np.array(rows.tasks)
+    dataset = rows.dataset
+    n_options = np.array([rows.option_counts[t] for t in rows.tasks])
+    rank, logp = _option_views(trace, n_options)
+    L = trace.n_layers
+    best_rank = rank.min(axis=-1)  # [L+1, N]
+    choice = logp.argmax(axis=-1)  # [L+1, N]
+    agrees = choice == choice[-1][None, :]
+    shortlist = settled_layer(best_rank, SHORTLIST_K)  # L + 1 if never shortlisted at L
+    decision = settled_layer(np.where(agrees, 1, 2), 1)
+    groups = np.arange(trace.n_rows)
+    est = estimate(shortlist / L, groups)
+    gap = SubCheck(
+        name="decided_later",
+        description=f"mean (decision layer - shortlist layer) / L, claim > {DECISION_GAP}",
+        estimate=estimate((decision - shortlist) / L, groups),
+        threshold=DECISION_GAP,
+        direction="above",
+    )
+    curves = {
+        "format_share": (best_rank == 1).astype(float),  # the lens top-1 is one of the options
+        "shortlisted": (best_rank <= SHORTLIST_K).astype(float),
+        "agrees_with_final_choice": agrees.astype(float),
+        "option_mass": np.exp(logp).sum(axis=-1),
+    }
+    table_rows = []
+    for task in [*dict.fromkeys(rows.tasks), "all"]:
+        member = np.ones(trace.n_rows, bool) if task == "all" else tasks == task
+        for metric, values in curves.items():
+            mean, low, high = bootstrap_mean(values[:, member].T)
+            for layer in range(L + 1):
+                table_rows.append(
+                    {
+                        "claim": GTR_5.id, "model": model, "lens": lens, "dataset": dataset, "task": task,
+                        "metric": metric, "layer": layer, "value": mean[layer], "ci_low": low[layer],
+                        "ci_high": high[layer], "n": int(member.sum()),
+                    }
+                )
+    per_task = {
+        task: {
+            "n": int((tasks == task).sum()),
+            "shortlist_layer_mean": float(shortlist[tasks == task].mean()),
+            "decision_layer_mean": float(decision[tasks == task].mean()),
+            "truncated": rows.n_truncated.get(task, 0),
+            "skipped": rows.n_skipped.get(task, 0),
+            "final_top1_is_option": float((best_rank[-1, tasks == task] == 1).mean()),
+        }
+        for task in dict.fromkeys(rows.tasks)
+    }
+    details = {
+        "n_layers": L,
+        "shortlist_k": SHORTLIST_K,
+        "shortlist_layer_mean": float(shortlist.mean()),
+        "decision_layer_mean": float(decision.mean()),
+        "never_shortlisted_at_L": int((shortlist > L).sum()),
+        "max_prompt_tokens": CHOICE_MAX_TOKENS,
+        "tasks": per_task,
+    }
+    result = ClaimResult(GTR_5, model, lens, dataset, est, details, subchecks=(gap,))
+    return result, pd.DataFrame(table_rows)

@@ -81,3 +81,41 @@ def flip_rate_bars(result: ClaimResult, table: pd.DataFrame):
               loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return fig
+
+
+CHOICE_CURVES = {
+    "format_share": ("lens top-1 is an option", "#1b4f72"),
+    "shortlisted": ("an option is in the lens top-10", "#2e86c1"),
+    "agrees_with_final_choice": ("option argmax = final choice", "#b03a2e"),
+    "option_mass": ("probability mass on the options", "#7d3c98"),
+}
+
+
+def choice_curves(result: ClaimResult, table: pd.DataFrame):
+    """GTR-5: per task, the per-layer curves with 95% intervals, and the mean shortlist and
+    decision layers marked."""
+    tasks = [t for t in dict.fromkeys(table["task"]) if t != "all"]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 4.4), sharey=True, squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        part = table[table["task"] == task]
+        for metric, (label, color) in CHOICE_CURVES.items():
+            rows = part[part["metric"] == metric].sort_values("layer")
+            ax.plot(rows["layer"], rows["value"] * 100, color=color, label=label, linewidth=1.4)
+            ax.fill_between(rows["layer"], rows["ci_low"] * 100, rows["ci_high"] * 100, color=color, alpha=0.15)
+        info = result.details["tasks"][task]
+        ax.axvline(info["shortlist_layer_mean"], color="#117a65", linestyle="--", linewidth=1)
+        ax.axvline(info["decision_layer_mean"], color="#b9770e", linestyle=":", linewidth=1.5)
+        ax.axvspan(0, result.details["n_layers"] / 2, color="#eeeeee", zorder=0)
+        ax.set_title(
+            f"{task}: n = {info['n']} prompts (truncated {info['truncated']}, skipped {info['skipped']})\n"
+            f"shortlist layer {info['shortlist_layer_mean']:.1f} (dashed), decision layer "
+            f"{info['decision_layer_mean']:.1f} (dotted)",
+            fontsize=8,
+        )
+        ax.set_xlabel("Layer l (lens applied to residual h_l); grey: first half")
+        ax.set_ylim(0, 100)
+    axes[0][0].set_ylabel("Share of prompts, or probability mass (%)")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.suptitle(_title(result, "options are shortlisted by mid-depth, chosen late"), fontsize=9)
+    fig.tight_layout()
+    return fig
