@@ -25,6 +25,33 @@ class Estimate:
     n_groups: int
 
 
+def ratio_replicates(
+    numerators: np.ndarray, denominators: np.ndarray, groups: np.ndarray | None = None,
+    n_boot: int = N_BOOT, seed: int = SEED,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ratio of sums per column ([m]) and its bootstrap replicates ([n_boot, m]): groups
+    of rows are resampled with replacement, the same resamples for every column, so
+    differences and extremes across columns can be taken per replicate. NaN where a
+    column (or a replicate of it) has no denominator."""
+    num = np.asarray(numerators, dtype=np.float64)
+    den = np.asarray(denominators, dtype=np.float64)
+    num, den = num.reshape(len(num), -1), den.reshape(len(den), -1)
+    if len(num) == 0:
+        raise ValueError("a bootstrap needs at least one row.")
+    if groups is None:
+        groups = np.arange(len(num))
+    _, g = np.unique(np.asarray(groups), return_inverse=True)
+    n_groups = int(g.max()) + 1
+    sums = np.zeros((n_groups, num.shape[1]))
+    counts = np.zeros((n_groups, num.shape[1]))
+    np.add.at(sums, g, num)
+    np.add.at(counts, g, den)
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=n_boot)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums.sum(0) / counts.sum(0), (weights @ sums) / (weights @ counts)
+
+
 def bootstrap_ratio(
     numerators: np.ndarray,
     denominators: np.ndarray,
@@ -41,26 +68,10 @@ def bootstrap_ratio(
     column's denominator is 0.
     """
     num = np.asarray(numerators, dtype=np.float64)
-    den = np.asarray(denominators, dtype=np.float64)
     squeeze = num.ndim == 1
-    num, den = num.reshape(len(num), -1), den.reshape(len(den), -1)
-    if len(num) == 0:
-        raise ValueError("a bootstrap needs at least one row.")
-    if groups is None:
-        groups = np.arange(len(num))
-    _, g = np.unique(np.asarray(groups), return_inverse=True)
-    n_groups = int(g.max()) + 1
-    sums = np.zeros((n_groups, num.shape[1]))
-    counts = np.zeros((n_groups, num.shape[1]))
-    np.add.at(sums, g, num)
-    np.add.at(counts, g, den)
-    rng = np.random.default_rng(seed)
-    weights = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=n_boot)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = sums.sum(0) / counts.sum(0)
-        boots = (weights @ sums) / (weights @ counts)
-    low, high = np.full(num.shape[1], np.nan), np.full(num.shape[1], np.nan)
-    defined = counts.sum(0) > 0  # columns with no denominator at all have no interval
+    ratio, boots = ratio_replicates(numerators, denominators, groups, n_boot, seed)
+    low, high = np.full(ratio.shape, np.nan), np.full(ratio.shape, np.nan)
+    defined = ~np.isnan(ratio)  # columns with no denominator at all have no interval
     if defined.any():
         low[defined] = np.nanpercentile(boots[:, defined], 100 * alpha / 2, axis=0)
         high[defined] = np.nanpercentile(boots[:, defined], 100 * (1 - alpha / 2), axis=0)
@@ -107,27 +118,11 @@ def bootstrap_column_means(
     values: np.ndarray, groups: np.ndarray | None = None, n_boot: int = N_BOOT, seed: int = SEED
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-column means of [n, m] values (NaNs left out) and their bootstrap replicates
-    [n_boot, m], every column from the same resamples of groups (rows of one group move
-    together in all columns), so differences and extremes across columns can be taken
-    per replicate. Same resampling as :func:`bootstrap_ratio`; NaN where a column (or a
-    replicate of it) has no value."""
+    [n_boot, m] (see :func:`ratio_replicates`)."""
     v = np.asarray(values, dtype=np.float64)
     v = v.reshape(len(v), -1)
-    if len(v) == 0:
-        raise ValueError("a bootstrap needs at least one row.")
     present = ~np.isnan(v)
-    if groups is None:
-        groups = np.arange(len(v))
-    _, g = np.unique(np.asarray(groups), return_inverse=True)
-    n_groups = int(g.max()) + 1
-    sums = np.zeros((n_groups, v.shape[1]))
-    counts = np.zeros((n_groups, v.shape[1]))
-    np.add.at(sums, g, np.where(present, v, 0.0))
-    np.add.at(counts, g, present)
-    rng = np.random.default_rng(seed)
-    weights = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=n_boot)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return sums.sum(0) / counts.sum(0), (weights @ sums) / (weights @ counts)
+    return ratio_replicates(np.where(present, v, 0.0), present, groups, n_boot, seed)
 
 
 def percentile_interval(replicates: np.ndarray, alpha: float = 0.05) -> tuple[float, float]:
