@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from harness.lenses import LogitLens, make_lens
 from harness.trace import ReductionSpec, TraceEngine, TraceRequest, reduce_logits
@@ -87,3 +89,16 @@ def test_bad_requests_say_what_is_wrong(kwargs, message):
 def test_unknown_lens_names_the_available_ones(loaded):
     with pytest.raises(ValueError, match="available: logit"):
         make_lens("tuned-typo", loaded)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.lists(st.integers(3, VOCAB - 1), min_size=1, max_size=12), min_size=1, max_size=4))
+def test_ranks_lie_in_one_to_vocab_and_the_final_prediction_is_rank_one_at_L(loaded, token_ids):
+    trace = TraceEngine(loaded, progress=False).trace(
+        TraceRequest.build("h", token_ids, "all", option_ids=[[3, 4]] * len(token_ids)), LogitLens(loaded)
+    )
+    for ranks in (trace.final_rank, trace.option_rank):
+        assert ranks.min() >= 1 and ranks.max() <= loaded.vocab_size
+    known = trace.gold_id >= 0
+    assert (trace.gold_rank[:, known] >= 1).all() and (trace.gold_rank[:, ~known] == 0).all()
+    assert (trace.final_rank[-1] == 1).all() and (trace.top1[-1] == trace.final_id).all()
