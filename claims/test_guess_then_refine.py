@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.claims import gtr, gtr_pos
+from harness.claims import gtr, gtr_facts, gtr_pos
 from harness.report import figures
 from harness.report.figures_rank import earliest_layer_curves
 
@@ -40,6 +40,19 @@ def test_gtr3_function_words_settle_early(model_session, lens_name, publish):
         tagger=model_session.pos_tags.provenance,
     )
     publish(result, table, earliest_layer_curves(result, table, "tag", what="function words settle early"), trace)
+
+
+def test_gtr4_first_fact_token_needs_most_depth(model_session, lens_name, publish):
+    """GTR-4: for correctly recalled 2- and 3-token answers (teacher-forced, paired facts),
+    answer token 1 reaches rank <= k later than every later token, at k = 1 and k = 10."""
+    rows = model_session.fact_rows
+    trace = model_session.fact_trace(lens_name)
+    result, table = gtr_facts.gtr4_first_fact_token_deepest(trace, rows, model_session.name, lens_name)
+    fig = earliest_layer_curves(
+        result, table[table.set == "paired"], ["answer_length", "position"],
+        colors=gtr_facts.FIGURE_COLORS, what="the first answer token needs the most depth",
+    )
+    publish(result, table, fig, trace)
 
 
 def test_gtr5_options_shortlisted_by_mid_depth_and_chosen_late(model_session, lens_name, publish):

@@ -6,6 +6,7 @@ trace once per process, and the on-disk cache makes a second run free.
 
 from __future__ import annotations
 
+import logging
 import platform
 import subprocess
 import time
@@ -17,15 +18,18 @@ import torch
 
 import harness
 from harness.cache import TraceCache
-from harness.claims import gtr, gtr_pos
+from harness.claims import gtr, gtr_facts, gtr_pos
 from harness.data import pos
 from harness.data.choices import load_choice_tasks
-from harness.data.prose import Corpus, load_prose
+from harness.data.facts import FactSet, load_facts
+from harness.data.prose import Corpus, DataMissing, load_prose
 from harness.frequency import FrequencyTable, token_frequencies
 from harness.lenses import Lens, make_lens
 from harness.models import load_model, resolve
 from harness.report.outputs import ReportWriter
 from harness.trace import ENGINE_VERSION, LayerTrace, TraceEngine
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,29 @@ class ModelSession:
             )
             self._traces[key] = self.engine.trace(request, self.lens(lens_name), gtr_pos.POS_REDUCTIONS)
         return self._traces[key], self._pos_examples
+
+    @cached_property
+    def facts(self) -> FactSet:
+        """Facts from --data-dir when it has some (MQuAKE or facts/facts.jsonl), else the
+        embedded ones: ../shared/data has none, and the result names the data it used."""
+        try:
+            return load_facts(self.config.data_dir)
+        except DataMissing as err:
+            if self.config.data_dir is None:
+                raise
+            log.warning("%s Using the embedded facts for GTR-4.", err)
+            return load_facts(None)
+
+    @cached_property
+    def fact_rows(self) -> "gtr_facts.FactRows":
+        return gtr_facts.fact_request(self.facts.facts, self.loaded.tokenizer, self.facts.name, self.config.max_examples)
+
+    def fact_trace(self, lens_name: str) -> LayerTrace:
+        """The GTR-4 trace: prompt + answer, read at the positions predicting each answer token."""
+        key = ("facts", lens_name)
+        if key not in self._traces:
+            self._traces[key] = self.engine.trace(self.fact_rows.request, self.lens(lens_name), gtr_facts.FACT_REDUCTIONS)
+        return self._traces[key]
 
     @cached_property
     def choice_rows(self) -> "gtr.ChoiceRows":

@@ -69,6 +69,10 @@ class ReductionSpec:
         }
 
 
+# Ranks and log-probs of the targets only: what the earliest-layer and option claims read.
+TARGET_RANKS = ReductionSpec(topk=1, logprobs=True, kl=False, entropy=False)
+
+
 @dataclass(frozen=True)
 class TraceRequest:
     """Token ids of the prompts and which positions to read.

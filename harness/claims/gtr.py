@@ -18,7 +18,7 @@ from harness.data.tokens import TokenBoundaryError, continuation_ids, starts_wit
 from harness.metrics import settled_layer
 from harness.frequency import BUCKETS, FrequencyTable
 from harness.stats import bootstrap_mean, bootstrap_ratio, estimate, ratio_estimate
-from harness.trace import LayerTrace, ReductionSpec, TraceRequest
+from harness.trace import TARGET_RANKS, LayerTrace, ReductionSpec, TraceRequest
 
 PAPER = "Gupta, Yeung, Anumanchipalli, Ivanova 2025, How Do LLMs Use Their Depth? (arXiv 2510.18871)"
 
@@ -80,7 +80,7 @@ GTR_5 = register(
 SHORTLIST_K = 10
 DECISION_GAP = 0.10
 CHOICE_MAX_TOKENS = 1024  # longer prompts are truncated from the left (question and "Answer:" stay)
-CHOICE_REDUCTIONS = ReductionSpec(topk=1, logprobs=True, kl=False, entropy=False)
+CHOICE_REDUCTIONS = TARGET_RANKS
 
 # Prefix sampling (GTR-1/2/6): fixed, so the same prompts feed every claim that reads them.
 PREFIX_CUTS_PER_PARAGRAPH = 3

@@ -52,7 +52,7 @@ from harness.data.facts import Fact
 from harness.data.tokens import TokenBoundaryError, continuation_ids
 from harness.metrics import K_GRID, earliest_layer, settled_layer
 from harness.stats import Estimate, bootstrap_column_means, percentile_interval
-from harness.trace import LayerTrace, ReductionSpec, TraceRequest
+from harness.trace import TARGET_RANKS, LayerTrace, TraceRequest
 
 GTR_4 = register(
     Claim(
@@ -96,7 +96,7 @@ FIGURE_COLORS = {
 }
 
 # What GTR-4 reads from its trace: gold ranks only (one cheap reduction set).
-FACT_REDUCTIONS = ReductionSpec(topk=1, logprobs=True, kl=False, entropy=False)
+FACT_REDUCTIONS = TARGET_RANKS
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from harness.claims.gtr import PAPER
 from harness.data.pos import CONTENT_TAGS, FUNCTION_TAGS, POS_MAX_TOKENS, POS_MIN_CONTEXT, TAGS, POSExample
 from harness.metrics import K_GRID, earliest_layer, settled_layer
 from harness.stats import Estimate, bootstrap_column_means, percentile_interval
-from harness.trace import LayerTrace, ReductionSpec
+from harness.trace import TARGET_RANKS, LayerTrace
 
 GTR_3 = register(
     Claim(
@@ -61,7 +61,7 @@ K_CHECKED: tuple[int, ...] = (10, 100)
 MEASURES: tuple[str, ...] = ("earliest", "settled")
 
 # What GTR-3 reads from its trace: gold ranks only (one cheap reduction set).
-POS_REDUCTIONS = ReductionSpec(topk=1, logprobs=True, kl=False, entropy=False)
+POS_REDUCTIONS = TARGET_RANKS
 
 
 def check_alignment(trace: LayerTrace, examples: Sequence[POSExample]) -> None:
