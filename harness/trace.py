@@ -15,9 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -28,6 +27,7 @@ from harness.models.loading import LoadedModel
 
 if TYPE_CHECKING:
     from harness.cache import TraceCache
+    from harness.interventions.backend import Backend
 
 log = logging.getLogger(__name__)
 
@@ -186,33 +186,6 @@ def _pad_batch(seqs: list[tuple[int, ...]], pad_id: int) -> tuple[torch.Tensor, 
     return ids, mask
 
 
-@contextmanager
-def capture_residuals(loaded: LoadedModel, batch_idx: torch.Tensor, pos_idx: torch.Tensor) -> Iterator[list]:
-    """Capture ``h_0 .. h_L`` at rows (batch_idx, pos_idx) during one forward pass.
-
-    Pre-hooks read each block's input and the final norm's input, so the result never
-    depends on whether a block returns a tuple or a tensor.
-    """
-    adapter, model = loaded.adapter, loaded.model
-    blocks = adapter.blocks_of(model)
-    captured: list = [None] * (len(blocks) + 1)
-
-    def grab(slot: int):
-        def hook(_module, args, kwargs):
-            h = args[0] if args else kwargs["hidden_states"]
-            captured[slot] = h[batch_idx.to(h.device), pos_idx.to(h.device)]
-
-        return hook
-
-    handles = [b.register_forward_pre_hook(grab(i), with_kwargs=True) for i, b in enumerate(blocks)]
-    handles.append(adapter.final_norm_of(model).register_forward_pre_hook(grab(len(blocks)), with_kwargs=True))
-    try:
-        yield captured
-    finally:
-        for h in handles:
-            h.remove()
-
-
 # Rows per block when counting on a CPU: a [64, V] mask stays in cache (measured 3.9x
 # faster than one pass over a whole chunk; benchmarks/README.md).
 RANK_BLOCK_ROWS = 64
@@ -295,17 +268,25 @@ class TraceEngine:
 
     loaded: LoadedModel
     cache: "TraceCache | None" = None
+    backend: "Backend | None" = None  # None: plain transformers hooks
     batch_size: int = 8
     # Bytes of full-vocabulary float32 work per chunk; bounds memory and keeps chunks cache-sized.
     chunk_bytes: int = 128 << 20
     progress: bool = True
     stats: EngineStats = field(default_factory=EngineStats)
 
+    def __post_init__(self):
+        if self.backend is None:
+            from harness.interventions.backend import HookBackend
+
+            self.backend = HookBackend(self.loaded)
+
     def cache_key(self, request: TraceRequest, lens: Lens, spec: ReductionSpec) -> dict:
         return {
             "engine": ENGINE_VERSION,
             **self.loaded.identity,
             **lens.identity,
+            **self.backend.identity,
             "dataset": request.name,
             "data": request.content_hash(),
             "positions": "all" if request.positions is None else "selected",
@@ -383,22 +364,9 @@ class TraceEngine:
                 if n_opt:
                     options.append(request.option_ids[i])
         batch_idx, pos_idx = torch.tensor(b_idx), torch.tensor(p_idx)
-        # The model's head runs only on the read positions (a boolean logits_to_keep
-        # returns them flattened in row-major order).
-        keep = torch.zeros(ids.shape, dtype=torch.bool)
-        keep[batch_idx, pos_idx] = True
-        with capture_residuals(loaded, batch_idx, pos_idx) as captured:
-            out = loaded.model(
-                input_ids=ids.to(loaded.device),
-                attention_mask=mask.to(loaded.device),
-                logits_to_keep=keep.to(loaded.device),
-                use_cache=False,
-            )
+        captured, final_logits = self.backend.read_rows(ids, mask, batch_idx, pos_idx)
+        final_logits = final_logits.to(head_device)
         self.stats.forward_passes += 1
-        kept_flat = keep.flatten().nonzero().squeeze(1)
-        row = torch.searchsorted(kept_flat, batch_idx * ids.shape[1] + pos_idx)
-        final_logits = out.logits[row.to(out.logits.device)].to(head_device)
-        del out
         final_id = final_logits.argmax(-1)
         gold_t = torch.tensor(gold, dtype=torch.long, device=head_device)
         target_cols = [final_id, gold_t.clamp(min=0)]

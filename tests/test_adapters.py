@@ -41,7 +41,8 @@ from harness.lenses import LogitLens
 from harness.models.adapters import ADAPTERS, UnsupportedArchitecture, adapter_for
 from harness.models.loading import LoadedModel, model_from_config
 from harness.models.registry import ModelSpec
-from harness.trace import ReductionSpec, TraceEngine, TraceRequest, _pad_batch, capture_residuals
+from harness.interventions.backend import HookBackend
+from harness.trace import ReductionSpec, TraceEngine, TraceRequest, _pad_batch
 
 VOCAB = 211
 PAD_ID = 0
@@ -173,10 +174,13 @@ def _forward(case: Case, prompts, *, output_hidden_states: bool = False):
     blocks = case.adapter.blocks_of(case.model)
     handles = [b.register_forward_hook(record(i)) for i, b in enumerate(blocks)]
     try:
-        with torch.inference_mode(), capture_residuals(case.loaded, batch_idx, pos_idx) as captured:
+        with torch.inference_mode():
+            captured, logits = HookBackend(case.loaded).read_rows(ids, mask, batch_idx, pos_idx)
             out = case.model(
                 input_ids=ids, attention_mask=mask, use_cache=False, output_hidden_states=output_hidden_states
             )
+            # The backend's head ran on the read rows only; it must agree with the full pass.
+            assert torch.allclose(logits, out.logits[batch_idx, pos_idx], atol=ATOL, rtol=RTOL)
     finally:
         for h in handles:
             h.remove()

@@ -48,11 +48,11 @@ def test_default_model_shape_and_lens_at_L(default):
     assert default.adapter.family == "llama" and default.n_layers == 30 and default.vocab_size == 49152
     ids = default.tokenizer("The capital of France is Paris, and the capital of Italy is", return_tensors="pt").input_ids
     with torch.inference_mode():
-        from harness.trace import capture_residuals
+        from harness.interventions.backend import HookBackend
 
-        rows = torch.arange(ids.shape[1])
-        with capture_residuals(default, torch.zeros_like(rows), rows) as captured:
-            logits = default.model(ids).logits[0]
+        record = HookBackend(default).forward(ids)
+        logits = default.model(ids).logits[0]
+        captured = [h[0] for h in record.resid]
         lens_logits = LogitLens(default).logits(captured[-1], default.n_layers)
     torch.testing.assert_close(lens_logits, logits, atol=1e-4, rtol=1e-4)
     assert default.tokenizer.decode(int(logits[-1].argmax())) == " Rome"

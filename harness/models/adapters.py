@@ -44,6 +44,10 @@ class ArchitectureAdapter:
     # phi); True/False here overrides a missing attribute.
     parallel_residual_attr: str | None = None
     parallel_residual_default: bool = False
+    # Path, inside a block, of the module whose first input is the residual the MLP is
+    # added to in a sequential block (attention output already added): the pre-MLP norm
+    # for most families, the MLP itself for OLMo-2 (post-norms only). None: always parallel.
+    mlp_residual: str | None = "post_attention_layernorm"
 
     def blocks_of(self, model: nn.Module) -> nn.ModuleList:
         return _get(model, self.blocks)
@@ -73,6 +77,12 @@ class ArchitectureAdapter:
             getattr(_text_config(model.config), self.parallel_residual_attr, self.parallel_residual_default)
         )
 
+    def attention_of(self, block: nn.Module) -> nn.Module:
+        return _get(block, self.attention)
+
+    def mlp_residual_of(self, block: nn.Module) -> nn.Module:
+        return _get(block, self.mlp_residual)
+
     def residual_to_logits(self, model: nn.Module, h: torch.Tensor) -> torch.Tensor:
         """Final norm, unembedding and soft-cap: the model's own head applied to ``h``."""
         logits = self.unembed_of(model)(self.final_norm_of(model)(h))
@@ -93,7 +103,9 @@ def _get(root: nn.Module, path: str):
     return obj
 
 
-def _llama_like(family: str, *model_types: str, softcap: str | None = None) -> ArchitectureAdapter:
+def _llama_like(
+    family: str, *model_types: str, softcap: str | None = None, mlp_residual: str = "post_attention_layernorm"
+) -> ArchitectureAdapter:
     return ArchitectureAdapter(
         family=family,
         model_types=model_types or (family,),
@@ -104,6 +116,7 @@ def _llama_like(family: str, *model_types: str, softcap: str | None = None) -> A
         attention="self_attn",
         mlp="mlp",
         logit_softcap_attr=softcap,
+        mlp_residual=mlp_residual,
     )
 
 
@@ -117,6 +130,7 @@ ADAPTERS: tuple[ArchitectureAdapter, ...] = (
         unembed="lm_head",
         attention="attn",
         mlp="mlp",
+        mlp_residual="ln_2",
     ),
     ArchitectureAdapter(
         family="gpt_neox",
@@ -140,17 +154,18 @@ ADAPTERS: tuple[ArchitectureAdapter, ...] = (
         attention="self_attn",
         mlp="mlp",
         parallel_residual_default=True,
+        mlp_residual=None,
     ),
     _llama_like("llama"),
     _llama_like("mistral"),
     _llama_like("qwen2"),
     _llama_like("qwen3"),
-    _llama_like("olmo2"),
+    _llama_like("olmo2", mlp_residual="mlp"),  # post-norms: the MLP reads the residual itself
     _llama_like("phi3"),
     # Gemma's RMSNorm scales by (1 + w): calling the model's own norm module keeps that right.
     _llama_like("gemma"),
-    _llama_like("gemma2", softcap="final_logit_softcapping"),
-    _llama_like("gemma3_text", softcap="final_logit_softcapping"),
+    _llama_like("gemma2", softcap="final_logit_softcapping", mlp_residual="pre_feedforward_layernorm"),
+    _llama_like("gemma3_text", softcap="final_logit_softcapping", mlp_residual="pre_feedforward_layernorm"),
 )
 
 _BY_MODEL_TYPE = {t: a for a in ADAPTERS for t in a.model_types}

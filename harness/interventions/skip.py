@@ -1,0 +1,112 @@
+"""CSO-3: the effect of skipping one layer on later layers' computation and on the output.
+
+Skipping block ``s`` replaces its output by its input (``h_{s+1} := h_s``) on the positions
+``[front, t)``; then, on the positions from ``t`` on, we measure the largest relative
+change of every block's contribution ``h_{l+1} - h_l`` and the largest L2 change of the
+output distribution (Csordás et al. 2025, Fig. 3). Two variants:
+
+- *future* (``t`` = a position inside the prompt): only later positions are measured,
+  so the change travels through attention from skipped positions -- "does the layer
+  build something later tokens reuse?";
+- *all tokens* (``t = None``): skip on every position from ``front`` on, measure on all.
+
+The first ``front`` positions are never skipped (as in the paper's notebook: the first
+token serves as an attention sink). All (layer, t) interventions of a prompt run as rows
+of a few batched forward passes, next to one unedited row in each batch, so every
+comparison is made between rows of the same batch (identical kernels).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from harness.interventions.backend import Backend
+
+EPS = 1e-6
+# Recorded residuals of one batch may use this many bytes (sets rows per batch).
+RECORD_BUDGET_BYTES = 1 << 30
+
+
+@dataclass(frozen=True)
+class SkipRow:
+    layer: int  # block whose output is replaced by its input
+    until: int  # skip positions [front, until)
+    measure_from: int  # measure positions [measure_from, T)
+
+
+@dataclass(frozen=True)
+class SkipEffect:
+    """One prompt's effects, maximised over the sampled positions ``t``.
+
+    ``future[s, l]``: largest relative change of block ``l``'s contribution when block
+    ``s`` is skipped; ``output[s]``: largest L2 change of the output distribution."""
+
+    future: np.ndarray  # [L, L]
+    output: np.ndarray  # [L]
+
+
+def future_positions(n_tokens: int, rng: np.random.Generator, n_chunks: int = 4, stride: int = 8) -> list[int]:
+    """The positions ``t`` of the future variant: every ``stride``-th position from
+    ``stride`` to 4 before the end, ``n_chunks`` of them at random (the notebook's choice)."""
+    candidates = list(range(stride, n_tokens - 4, stride))
+    if not candidates:
+        raise ValueError(f"A prompt of {n_tokens} tokens is too short for the future-effect variant (needs > {stride + 4}).")
+    rng.shuffle(candidates)
+    return sorted(candidates[:n_chunks])
+
+
+def skip_edit(rows: list[SkipRow], front: int, n_tokens: int, row_offset: int = 1):
+    """Edits that skip ``rows[i].layer`` in batch row ``i + row_offset`` (row 0 stays clean)."""
+    by_point: dict[int, list[tuple[int, SkipRow]]] = {}
+    for i, row in enumerate(rows):
+        by_point.setdefault(row.layer + 1, []).append((i + row_offset, row))
+
+    def make(entries):
+        def edit(out: torch.Tensor, inp: torch.Tensor) -> torch.Tensor:
+            mask = torch.zeros(out.shape[:2] + (1,), dtype=torch.bool, device=out.device)
+            for b, row in entries:
+                mask[b, front : min(row.until, n_tokens)] = True
+            return torch.where(mask, inp, out)
+
+        return edit
+
+    return {point: make(entries) for point, entries in by_point.items()}
+
+
+@torch.no_grad()
+def skip_effects(
+    backend: Backend,
+    ids: list[int],
+    positions: list[int | None],
+    front: int = 1,
+    budget_bytes: int = RECORD_BUDGET_BYTES,
+) -> SkipEffect:
+    """Skip every layer at every position ``t`` in ``positions`` (None: all tokens)."""
+    n_layers, n_tokens = backend.loaded.n_layers, len(ids)
+    rows = [
+        SkipRow(s, n_tokens if t is None else t, 0 if t is None else t) for t in positions for s in range(n_layers)
+    ]
+    d_model = backend.loaded.model.config.get_text_config().hidden_size
+    per_row = (n_layers + 1) * n_tokens * d_model * 4
+    rows_per_batch = max(1, budget_bytes // per_row - 1)
+    future = np.zeros((n_layers, n_layers), dtype=np.float32)
+    output = np.zeros(n_layers, dtype=np.float32)
+    for start in range(0, len(rows), rows_per_batch):
+        chunk = rows[start : start + rows_per_batch]
+        batch = torch.tensor([ids] * (len(chunk) + 1))
+        record = backend.forward(batch, edits=skip_edit(chunk, front, n_tokens))
+        clean_probs = torch.softmax(backend.logits(record.resid[-1][0]).float(), -1)  # [T, V]
+        for l in range(n_layers):
+            contribution = record.layer(l).float()  # [B, T, D]
+            change = (contribution[1:] - contribution[:1]).norm(dim=-1) / contribution[:1].norm(dim=-1).clamp(min=EPS)
+            for i, row in enumerate(chunk):
+                value = change[i, row.measure_from :].max().item()
+                future[row.layer, l] = max(future[row.layer, l], value)
+        for i, row in enumerate(chunk):
+            probs = torch.softmax(backend.logits(record.resid[-1][i + 1, row.measure_from :]).float(), -1)
+            value = (probs - clean_probs[row.measure_from :]).norm(dim=-1).max().item()
+            output[row.layer] = max(output[row.layer], value)
+    return SkipEffect(future=future, output=output)
