@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.interventions.backend import BACKENDS
 from harness.lenses import LENSES
 from harness.models import DEFAULT_MODEL, UnknownModel, resolve
 from harness.paths import default_report_dir, default_trace_cache
@@ -37,6 +38,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--data-dir", type=Path, default=None, help="folder laid out like ../shared/data (default: the embedded fixtures)")
     g.addoption("--trace-cache", type=Path, default=None, help=f"trace cache folder (default {default_trace_cache()})")
     g.addoption("--no-trace-cache", action="store_true", help="compute every trace afresh and store nothing")
+    g.addoption("--backend", default="transformers", choices=list(BACKENDS), help="how forward passes run: plain transformers hooks or nnsight (default transformers)")
+    g.addoption("--remote", action="store_true", help="run the nnsight backend on NDIF (needs --backend nnsight and NDIF_API_KEY)")
     g.addoption("--report-dir", type=Path, default=None, help=f"where CSVs, figures and claims.json go (default {default_report_dir()})")
 
 
@@ -60,6 +63,8 @@ def pytest_configure(config: pytest.Config) -> None:
     data_dir = config.getoption("--data-dir")
     if data_dir is not None and not data_dir.is_dir():
         raise pytest.UsageError(f"--data-dir {data_dir} is not a folder; point it at a copy of ../shared/data.")
+    if config.getoption("--remote") and config.getoption("--backend") != "nnsight":
+        raise pytest.UsageError("--remote runs through nnsight on NDIF: add --backend nnsight.")
     no_cache = config.getoption("--no-trace-cache")
     config.stash[RUN_CONFIG] = RunConfig(
         models=models,
@@ -71,6 +76,8 @@ def pytest_configure(config: pytest.Config) -> None:
         data_dir=data_dir,
         trace_cache=None if no_cache else (config.getoption("--trace-cache") or default_trace_cache()),
         report_dir=config.getoption("--report-dir") or default_report_dir(),
+        backend=config.getoption("--backend"),
+        remote=config.getoption("--remote"),
     )
 
 
@@ -116,5 +123,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
         s = session.engine.stats
         terminalreporter.write_line(
             f"{session.name}: loaded in {session.load_seconds:.1f} s; traces computed {s.traces_computed}, "
-            f"read from cache {s.cache_hits}; forward passes {s.forward_passes}"
+            f"read from cache {s.cache_hits}; forward passes {s.forward_passes}; intervention measurements "
+            f"computed {session.depth.computed}, read from cache {session.depth.cache_hits}"
         )

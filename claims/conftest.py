@@ -12,9 +12,14 @@ from harness.claims.base import ClaimResult
 def publish(model_session, claim_results):
     """Write the CSV, figure and claims.json record, then assert the verdict."""
 
-    def _publish(result: ClaimResult, table, fig, trace) -> None:
-        paths = model_session.writer.publish(result, table, fig, model_session.provenance(result.lens, trace))
+    def _publish(result: ClaimResult, table, fig, trace=None, data: dict | None = None) -> None:
+        """``trace``: the engine trace the result read; ``data``: provenance of the
+        prompts of an intervention result."""
+        provenance = model_session.provenance(result.lens, trace, data)
+        paths = model_session.writer.publish(result, table, fig, provenance)
         claim_results.append((result, paths))
+        if result.claim.threshold is None:
+            return  # a curve the paper states no claim about: reported, not judged
         key = (result.claim.id, result.model, result.lens)
         expected = EXPECTED_NOT_REPLICATED.get((*key, result.dataset), EXPECTED_NOT_REPLICATED.get(key))
         if result.verdict == "replicated":

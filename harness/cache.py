@@ -1,4 +1,4 @@
-"""Content-addressed on-disk cache of LayerTraces.
+"""Content-addressed on-disk cache of LayerTraces and of intervention results.
 
 The key is a digest of everything a trace depends on (engine version, model id,
 revision and dtype, lens and its hash, dataset name and content hash, positions,
@@ -53,6 +53,14 @@ class TraceCache:
         return self.root / digest[:2] / f"{digest}.npz"
 
     def get(self, key: dict) -> LayerTrace | None:
+        entry = self.get_arrays(key)
+        return None if entry is None else LayerTrace(meta=entry[0], **entry[1])
+
+    def put(self, key: dict, trace: LayerTrace) -> Path:
+        return self.put_arrays(key, trace.arrays(), trace.meta)
+
+    def get_arrays(self, key: dict) -> tuple[dict, dict[str, np.ndarray]] | None:
+        """(meta, arrays) of an intact entry, else None (a corrupt entry is removed)."""
         path = self.path(key)
         if not path.is_file():
             return None
@@ -66,17 +74,18 @@ class TraceCache:
             meta = json.loads(meta_json)
             if meta.get("key") != json.loads(json.dumps(key)):
                 raise ValueError("entry holds a different key")
-            return LayerTrace(meta=meta, **arrays)
+            return meta, arrays
         except Exception as err:  # a corrupt entry is recomputed, never trusted
             log.warning("Trace cache entry %s is unreadable (%s); recomputing it.", path, err)
             path.unlink(missing_ok=True)
             return None
 
-    def put(self, key: dict, trace: LayerTrace) -> Path:
+    def put_arrays(self, key: dict, arrays: dict[str, np.ndarray], meta: dict | None = None) -> Path:
+        """Store arrays atomically; ``meta`` must hold the key (it is checked on read)."""
+        meta = {"key": key} if meta is None else meta
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = trace.arrays()
-        meta_json = json.dumps(trace.meta, sort_keys=True)
+        meta_json = json.dumps(meta, sort_keys=True)
         buf = io.BytesIO()
         np.savez(buf, **arrays, **{_META: np.array(meta_json), _DIGEST: np.array(_arrays_digest(meta_json, arrays))})
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
@@ -90,6 +99,20 @@ class TraceCache:
             Path(tmp).unlink(missing_ok=True)
             raise
         return path
+
+    def fetch(self, key: dict, compute) -> tuple[dict[str, np.ndarray], bool]:
+        """Arrays for ``key``: from the cache, else ``compute()`` once across processes and
+        stored. Returns (arrays, whether it was a cache hit)."""
+        hit = self.get_arrays(key)
+        if hit is not None:
+            return hit[1], True
+        with self.lock(key):
+            hit = self.get_arrays(key)
+            if hit is not None:
+                return hit[1], True
+            arrays = compute()
+            self.put_arrays(key, arrays)
+        return arrays, False
 
     @contextmanager
     def lock(self, key: dict) -> Iterator[None]:

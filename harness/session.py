@@ -24,6 +24,8 @@ from harness.data.choices import load_choice_tasks
 from harness.data.facts import FactSet, load_facts
 from harness.data.prose import Corpus, DataMissing, load_prose
 from harness.frequency import FrequencyTable, token_frequencies
+from harness.interventions.backend import make_backend
+from harness.interventions.measurements import DepthMeasurements
 from harness.lenses import Lens, make_lens
 from harness.models import load_model, resolve
 from harness.report.outputs import ReportWriter
@@ -45,6 +47,8 @@ class RunConfig:
     data_dir: Path | None = None
     trace_cache: Path | None = None  # None: no cache
     report_dir: Path = Path("reports")
+    backend: str = "transformers"
+    remote: bool = False
 
 
 def git_commit() -> str:
@@ -62,8 +66,10 @@ class ModelSession:
         started = time.perf_counter()
         self.loaded = load_model(resolve(model_name), device=config.device, dtype=config.dtype)
         self.load_seconds = time.perf_counter() - started
-        cache = TraceCache(config.trace_cache) if config.trace_cache is not None else None
-        self.engine = TraceEngine(self.loaded, cache=cache, batch_size=config.batch_size)
+        self.cache = TraceCache(config.trace_cache) if config.trace_cache is not None else None
+        self.backend = make_backend(config.backend, self.loaded, remote=config.remote)
+        self.engine = TraceEngine(self.loaded, cache=self.cache, backend=self.backend, batch_size=config.batch_size)
+        self.depth = DepthMeasurements(self)
         self.writer = ReportWriter(Path(config.report_dir) / self.loaded.spec.slug)
         self._lenses: dict[str, Lens] = {}
         self._traces: dict[tuple, LayerTrace] = {}
@@ -144,10 +150,14 @@ class ModelSession:
             self._traces[key] = self.engine.trace(self.choice_rows.request, self.lens(lens_name), gtr.CHOICE_REDUCTIONS)
         return self._traces[key]
 
-    def provenance(self, lens_name: str, trace: LayerTrace) -> dict:
+    def provenance(self, lens_name: str | None, trace: LayerTrace | None = None, data: dict | None = None) -> dict:
+        """Where a result came from. ``trace``: the engine trace it read; ``data``: for
+        intervention results, the dataset and hash of the prompts they ran on."""
         import transformers
 
-        key = trace.meta["key"]
+        if trace is not None:
+            key = trace.meta["key"]
+            data = {"data_hash": key["data"][:16], "trace_key": {k: key[k] for k in ("dataset", "positions")}}
         return {
             "git_commit": git_commit(),
             "depth_claims": harness.__version__,
@@ -160,8 +170,7 @@ class ModelSession:
             "revision": self.loaded.revision,
             "dtype": self.loaded.dtype_name,
             "device": str(self.loaded.device),
-            "backend": "transformers",
-            "lens": self.lens(lens_name).identity,
-            "data_hash": key["data"][:16],
-            "trace_key": {k: key[k] for k in ("dataset", "positions")},
+            **self.backend.identity,
+            "lens": self.lens(lens_name).identity if lens_name and lens_name != "none" else None,
+            **(data or {}),
         }

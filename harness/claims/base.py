@@ -121,9 +121,15 @@ class ClaimResult:
 
     def summary(self) -> str:
         e = self.estimate
+        if self.claim.threshold is None:
+            return (
+                f"{self.claim.id} [{self.model} · {self.dataset}] reported (no claim): {e.value:.3f} "
+                f"(95% CI {e.ci_low:.3f} to {e.ci_high:.3f}, n={e.n}) = {self.claim.statistic}"
+            )
+        where = self.dataset if self.lens == "none" else f"{self.lens} lens · {self.dataset}"
         side = ">" if self.claim.direction == "above" else "<"
         text = (
-            f"{self.claim.id} [{self.model} · {self.lens} lens · {self.dataset}] {self.verdict}: "
+            f"{self.claim.id} [{self.model} · {where}] {self.verdict}: "
             f"{e.value:.3f} (95% CI {e.ci_low:.3f} to {e.ci_high:.3f}, n={e.n}), claim {side} {self.claim.threshold}"
         )
         if len(self.subchecks) > 2:

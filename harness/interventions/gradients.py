@@ -19,7 +19,7 @@ import torch
 from harness.interventions.backend import Backend
 from harness.interventions.erasure import answer_positions
 
-STEPS = 32
+STEPS = 16
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,81 @@
+"""Do Language Models Use Their Depth Efficiently? (Csordás et al. 2025): each test checks
+one claim on each --model. GSM8K-format problems (embedded, or ``--data-dir``) and the
+paper's digit sum "5 + 7 + 5 + 3 + 1 + 7 = 28" (plus seeded sums like it)."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.claims import cso
+from harness.report import figures_depth
+
+pytestmark = pytest.mark.claim
+
+
+def test_cso1_second_half_contributes_less(model_session, publish):
+    """CSO-1: blocks of the second half add at most 0.8x what blocks of the first half add,
+    relative to the residual (the whole layer; attention and MLP reported beside it)."""
+    depth = model_session.depth
+    c = depth.contributions()
+    relative = {p: c[f"relative_{p}"] for p in cso.PARTS}
+    cosine = {p: c[f"cosine_{p}"] for p in cso.PARTS}
+    result, table = cso.cso1_second_half_contributes_less(relative, cosine, model_session.name, depth.problems.name)
+    fig = figures_depth.contribution_bars(result, table, "relative_contribution")
+    publish(result, table, fig, data=depth.data_provenance("contributions"))
+
+
+def test_cso2_cosine_to_the_residual(model_session, publish):
+    """CSO-2: the cosine of each contribution with its residual, per layer (a curve the
+    paper states no threshold for: reported, not judged)."""
+    depth = model_session.depth
+    c = depth.contributions()
+    cosine = {p: c[f"cosine_{p}"] for p in cso.PARTS}
+    result, table = cso.cso2_cosine_curve(cosine, model_session.name, depth.problems.name)
+    publish(result, table, figures_depth.contribution_bars(result, table, "cosine"), data=depth.data_provenance("contributions"))
+
+
+def test_cso3_second_half_barely_affects_future_computation(model_session, publish):
+    """CSO-3: skipping a second-half layer before position t changes later layers' work
+    from t on at most half as much as skipping a first-half layer, and skipping it on all
+    tokens still moves the output (L2 change > 0.1)."""
+    depth = model_session.depth
+    m = depth.skips()
+    result, table = cso.cso3_skip_effects(
+        m["future_map"], m["future_output"], m["all_map"], m["all_output"], model_session.name, depth.problems.name
+    )
+    publish(result, table, figures_depth.skip_effect_figure(result, table), data=depth.data_provenance("skips"))
+
+
+def test_cso4_second_half_refines_the_output(model_session, publish):
+    """CSO-4: the logit lens's top-5 overlap with the final top-5 rises more over the second
+    half than over the first; low (< 0.5) in the first half, high (> 0.5) at the end."""
+    depth = model_session.depth
+    trace = depth.refinement_trace()
+    result, table = cso.cso4_second_half_refines(trace, model_session.name, "logit", depth.problems.name)
+    publish(result, table, figures_depth.refinement_figure(result, table), trace)
+
+
+def test_cso5_no_compositional_tiling(model_session, publish):
+    """CSO-5: in the residual-erasure map every question token stops mattering at about the
+    same layer: Spearman(position, last mattering layer) < 0.5."""
+    depth = model_session.depth
+    prompts = [p for _, p in depth.map_prompts]
+    effects = depth.unpad(depth.erasure()["effect"])
+    result, table = cso.cso5_no_compositional_tiling(prompts, effects, model_session.name, "digit-sums")
+    publish(result, table, figures_depth.erasure_map_figure(result, table), data=depth.data_provenance("erasure"))
+
+
+def test_cso6_integrated_gradients_agree(model_session, publish):
+    """CSO-6: the |integrated-gradients| map correlates with the erasure map (Spearman
+    > 0.5 over cells) and shows no staircase either."""
+    depth = model_session.depth
+    prompts = [p for _, p in depth.map_prompts]
+    g = depth.gradients()
+    attributions = depth.unpad(g["attribution"])
+    effects = depth.unpad(depth.erasure()["effect"])
+    result, table = cso.cso6_gradients_agree(
+        prompts, attributions, effects, g["completeness_error"], model_session.name, "digit-sums"
+    )
+    _, erasure_table = cso.cso5_no_compositional_tiling(prompts, effects, model_session.name, "digit-sums")
+    fig = figures_depth.gradient_map_figure(result, table, erasure_table)
+    publish(result, table, fig, data=depth.data_provenance("gradients"))

@@ -1,0 +1,378 @@
+"""Depth-efficiency claims CSO-1 .. CSO-6 (Csordás et al. 2025), as statistics with thresholds.
+
+Every function here is pure: arrays measured by ``harness.interventions`` (or a trace of
+the engine) in, a ``ClaimResult`` and a long-format table out. Halves of the depth: the
+first half is blocks ``l < L // 2``, the second half ``l >= L // 2``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from harness.claims.base import Claim, ClaimResult, SubCheck, register
+from harness.stats import Estimate, bootstrap_column_means, estimate, percentile_interval, ratio_estimate
+from harness.trace import LayerTrace, ReductionSpec
+
+PAPER = "Csordás, Manning, Potts 2025, Do Language Models Use Their Depth Efficiently? (arXiv 2505.13898)"
+PARTS = ("attention", "mlp", "layer")
+
+# KL(final || lens) and the lens top-5 at every layer and position (CSO-4).
+REFINEMENT_REDUCTIONS = ReductionSpec(topk=5, logprobs=False, kl=True, entropy=False)
+TOP_K_OVERLAP = 5
+# CSO-5/6: a token "still matters" at residual point r while its effect there is at least
+# this share of its largest effect over points; tokens whose largest effect on the answer
+# probabilities stays below MIN_EFFECT never matter and are left out.
+MATTERS_SHARE = 0.5
+MIN_EFFECT = 0.01
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How many prompts each measurement uses (``--max-examples`` caps every one)."""
+
+    contributions: int = 32  # GSM8K prompts, one forward pass each
+    skip: int = 4  # GSM8K prompts; (layers x (positions + 1)) skipped rows each
+    skip_positions: int = 4  # positions t per prompt for the future variant
+    refinement: int = 16  # GSM8K prompts traced at every position
+    maps: int = 4  # digit sums for the erasure and gradient maps
+    baseline_prompts: int = 10  # GSM8K prompts whose mean residual is the erasure value
+    ig_steps: int = 16  # midpoint rule; the completeness error is reported per result
+
+    def capped(self, max_examples: int | None) -> "Sizes":
+        if max_examples is None:
+            return self
+        cap = lambda n: min(n, max_examples)  # noqa: E731
+        return Sizes(
+            cap(self.contributions), cap(self.skip), self.skip_positions, cap(self.refinement),
+            cap(self.maps), cap(self.baseline_prompts), self.ig_steps,
+        )
+
+
+def halves(n_layers: int) -> tuple[np.ndarray, np.ndarray]:
+    """Block indices of the first and the second half of the depth."""
+    mid = n_layers // 2
+    return np.arange(mid), np.arange(mid, n_layers)
+
+
+CSO_1 = register(
+    Claim(
+        id="CSO-1",
+        version=1,
+        paper=PAPER,
+        source="Fig. 2a",
+        statement="Layers in the second half of the depth add much less to the residual stream than those of the first half.",
+        statistic=(
+            "mean relative contribution ||h_{l+1} - h_l|| / ||h_l|| of the blocks of the second half divided by that "
+            "of the first half (token means per prompt, ratio of prompt sums; bootstrap over prompts)"
+        ),
+        threshold=0.8,
+        direction="below",
+        paper_value="Llama-3.1-70B: the relative contribution drops by about half after the middle layer",
+    )
+)
+
+CSO_2 = register(
+    Claim(
+        id="CSO-2",
+        version=1,
+        paper=PAPER,
+        source="Fig. 2b",
+        statement="Cosine between each layer's contribution and the residual it is added to (negative: erasing).",
+        statistic="mean cosine of whole-layer contributions, second half minus first half (reported, no claim)",
+        threshold=None,
+        direction=None,
+        paper_value="no claim: the paper reads negative values as erasure and shows the curve",
+    )
+)
+
+CSO_3 = register(
+    Claim(
+        id="CSO-3",
+        version=1,
+        paper=PAPER,
+        source="Fig. 3",
+        statement=(
+            "Skipping a second-half layer changes the computation of later positions much less than skipping a "
+            "first-half layer, while it still changes the current output."
+        ),
+        statistic=(
+            "future effect of skipping layer s = largest relative change of a later block's contribution on positions "
+            ">= t when s is skipped before t; mean over second-half s (s < L-1) / mean over first-half s"
+        ),
+        threshold=0.5,
+        direction="below",
+        paper_value="Llama-3.1-70B: first-half skips change later layers by up to ~100%, second-half skips by little",
+    )
+)
+OUTPUT_CHANGE_THRESHOLD = 0.1
+
+CSO_4 = register(
+    Claim(
+        id="CSO-4",
+        version=1,
+        paper=PAPER,
+        source="Fig. 4",
+        statement=(
+            "The second half refines the output: the logit lens's top-5 overlap with the final top-5 is low in the "
+            "first half and rises steeply in the second half to high at the end."
+        ),
+        statistic=(
+            "rise of the mean top-5 overlap over the second half (h_{L/2} to h_{L-1}) minus its rise over the first "
+            "half (h_0 to h_{L/2})"
+        ),
+        threshold=0.0,
+        direction="above",
+        paper_value="Llama-3.1-70B: overlap near 0 up to the middle layer, then rising to near 1",
+    )
+)
+LOW_OVERLAP, HIGH_OVERLAP = 0.5, 0.5
+
+CSO_5 = register(
+    Claim(
+        id="CSO-5",
+        version=1,
+        paper=PAPER,
+        source="Fig. 6b",
+        statement=(
+            "No compositional tiling: every input token stops mattering at about the same layer (no left-to-right "
+            "staircase in the residual-erasure map)."
+        ),
+        statistic=(
+            f"Spearman correlation between a question token's position and the last layer at which erasing it still "
+            f"changes the answer distribution by >= {MATTERS_SHARE:g} of its largest change; mean over prompts"
+        ),
+        threshold=0.5,
+        direction="below",
+        paper_value="Llama-3.1-70B, 5 + 7 + 5 + 3 + 1 + 7 = 28: all tokens matter up to about the same layer",
+    )
+)
+
+CSO_6 = register(
+    Claim(
+        id="CSO-6",
+        version=1,
+        paper=PAPER,
+        source="Fig. 6a",
+        statement="Integrated gradients give the same picture as residual erasure.",
+        statistic=(
+            "Spearman correlation between the |integrated-gradients| map and the erasure map over (layer, token) "
+            "cells, mean over prompts"
+        ),
+        threshold=0.5,
+        direction="above",
+        paper_value="Llama-3.1-70B: the two maps show the same layers and tokens",
+    )
+)
+
+
+# --------------------------------------------------------------------------- CSO-1/2
+
+
+def _curve_rows(values: dict[str, np.ndarray], measure: str) -> list[dict]:
+    rows = []
+    for part, v in values.items():  # v: [prompts, L]
+        means, boots = bootstrap_column_means(v)
+        for layer in range(v.shape[1]):
+            low, high = percentile_interval(boots[:, layer])
+            rows.append({"measure": measure, "part": part, "layer": layer, "mean": means[layer],
+                         "ci_low": low, "ci_high": high, "n_prompts": v.shape[0]})
+    return rows
+
+
+def halves_ratio(values: np.ndarray) -> Estimate:
+    """Mean over second-half layers / mean over first-half layers, per prompt summed."""
+    first, second = halves(values.shape[1])
+    return ratio_estimate(values[:, second].mean(1), values[:, first].mean(1))
+
+
+def cso1_second_half_contributes_less(
+    relative: dict[str, np.ndarray], cosine: dict[str, np.ndarray], model: str, dataset: str
+) -> tuple[ClaimResult, pd.DataFrame]:
+    """``relative``/``cosine``: part -> [prompts, L] token means per prompt."""
+    table = pd.DataFrame(_curve_rows(relative, "relative_contribution") + _curve_rows(cosine, "cosine"))
+    ratios = {part: halves_ratio(relative[part]) for part in PARTS}
+    details = {f"{p}_ratio": {"value": e.value, "ci_low": e.ci_low, "ci_high": e.ci_high} for p, e in ratios.items()}
+    details["n_layers"] = relative["layer"].shape[1]
+    return ClaimResult(CSO_1, model, "none", dataset, ratios["layer"], details), table
+
+
+def cso2_cosine_curve(cosine: dict[str, np.ndarray], model: str, dataset: str) -> tuple[ClaimResult, pd.DataFrame]:
+    first, second = halves(cosine["layer"].shape[1])
+    per_prompt = cosine["layer"][:, second].mean(1) - cosine["layer"][:, first].mean(1)
+    table = pd.DataFrame(_curve_rows(cosine, "cosine"))
+    details = {f"{p}_mean_cosine": float(np.mean(cosine[p])) for p in PARTS}
+    details["negative_layers"] = {p: [int(l) for l in np.flatnonzero(cosine[p].mean(0) < 0)] for p in PARTS}
+    return ClaimResult(CSO_2, model, "none", dataset, estimate(per_prompt), details), table
+
+
+# --------------------------------------------------------------------------- CSO-3
+
+
+def future_effect(future: np.ndarray) -> np.ndarray:
+    """[prompts, L, L] (skipped s x affected l) -> [prompts, L]: the largest relative
+    change of any later block (l > s); NaN for the last block (nothing after it)."""
+    n = future.shape[-1]
+    later = np.triu(np.ones((n, n), dtype=bool), 1)
+    out = np.where(later, future, -np.inf).max(-1)
+    out[..., -1] = np.nan
+    return out
+
+
+def cso3_skip_effects(
+    future_map: np.ndarray, future_output: np.ndarray, all_map: np.ndarray, all_output: np.ndarray,
+    model: str, dataset: str,
+) -> tuple[ClaimResult, pd.DataFrame]:
+    """Maps [prompts, L, L], output changes [prompts, L]; ``future_*`` from skips before
+    positions t, ``all_*`` from skips on every token."""
+    n_layers = future_map.shape[-1]
+    first, second = halves(n_layers)
+    with_later = second[second < n_layers - 1]  # the last block has no later block to affect
+    effect = future_effect(future_map)
+    main = ratio_estimate(effect[:, with_later].mean(1), effect[:, first].mean(1))
+    output = estimate(all_output[:, second].mean(1))
+    check = SubCheck(
+        "second_half_output_change",
+        f"mean over second-half layers of the largest L2 change of the output distribution when the layer is skipped "
+        f"on every token > {OUTPUT_CHANGE_THRESHOLD}",
+        output, OUTPUT_CHANGE_THRESHOLD, "above",
+    )
+    rows = []
+    for variant, maps, outputs in (("future", future_map, future_output), ("all_tokens", all_map, all_output)):
+        for s in range(n_layers):
+            for l in range(n_layers):
+                rows.append({"variant": variant, "measure": "relative_change", "skipped_layer": s, "affected_layer": l,
+                             "mean": maps[:, s, l].mean(), "max": maps[:, s, l].max(), "n_prompts": len(maps)})
+            rows.append({"variant": variant, "measure": "output_change", "skipped_layer": s, "affected_layer": np.nan,
+                         "mean": outputs[:, s].mean(), "max": outputs[:, s].max(), "n_prompts": len(outputs)})
+    details = {"first_half_future_effect": float(np.nanmean(effect[:, first])),
+               "second_half_future_effect": float(np.nanmean(effect[:, with_later])),
+               "n_layers": n_layers}
+    return ClaimResult(CSO_3, model, "none", dataset, main, details, (check,)), pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- CSO-4
+
+
+def topk_overlap(trace: LayerTrace, k: int = TOP_K_OVERLAP) -> np.ndarray:
+    """[L + 1, rows]: |lens top-k ∩ final top-k| / k at each layer."""
+    top = trace.topk[:, :, :k]
+    final = top[-1]
+    return (top[:, :, :, None] == final[None, :, None, :]).any(-1).mean(-1)
+
+
+def cso4_second_half_refines(trace: LayerTrace, model: str, lens: str, dataset: str) -> tuple[ClaimResult, pd.DataFrame]:
+    n_layers = trace.n_layers
+    mid = n_layers // 2
+    prompts = np.unique(trace.example)
+    overlap = topk_overlap(trace)
+    # Per prompt means over positions: [prompts, L + 1].
+    per_prompt = lambda v: np.stack([v[:, trace.example == p].mean(1) for p in prompts])  # noqa: E731
+    ov, kl = per_prompt(overlap), per_prompt(trace.kl_final)
+    inputs = ov[:, :n_layers]  # block inputs h_0 .. h_{L-1}, as in the paper
+    rise = (inputs[:, n_layers - 1] - inputs[:, mid]) - (inputs[:, mid] - inputs[:, 0])
+    main = estimate(rise)
+    checks = (
+        SubCheck("first_half_overlap", f"mean top-5 overlap over h_0 .. h_{{L/2-1}} < {LOW_OVERLAP}",
+                 estimate(inputs[:, :mid].mean(1)), LOW_OVERLAP, "below"),
+        SubCheck("overlap_at_end", f"top-5 overlap at h_{{L-1}} (input of the last block) > {HIGH_OVERLAP}",
+                 estimate(inputs[:, n_layers - 1]), HIGH_OVERLAP, "above"),
+    )
+    rows = []
+    for measure, values in (("top5_overlap", ov), ("kl_final_to_lens", kl)):
+        means, boots = bootstrap_column_means(values)
+        for layer in range(n_layers + 1):
+            low, high = percentile_interval(boots[:, layer])
+            rows.append({"measure": measure, "layer": layer, "mean": means[layer], "ci_low": low, "ci_high": high,
+                         "n_prompts": len(prompts), "n_positions": trace.n_rows})
+    kl_mean = kl.mean(0)
+    details = {"steepest_kl_drop_layer": int(np.argmin(np.diff(kl_mean[:n_layers]))) + 1,
+               "steepest_overlap_rise_layer": int(np.argmax(np.diff(inputs.mean(0)))) + 1,
+               "n_positions": int(trace.n_rows), "kl": "KL(final || lens), nats"}
+    return ClaimResult(CSO_4, model, lens, dataset, main, details, checks), pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- CSO-5/6
+
+
+def last_mattering_layer(effect: np.ndarray) -> np.ndarray:
+    """[points, tokens] -> [tokens]: the last residual point whose effect is at least
+    MATTERS_SHARE of the token's largest effect; NaN where that largest effect < MIN_EFFECT."""
+    peak = effect.max(0)
+    matters = effect >= MATTERS_SHARE * peak
+    last = effect.shape[0] - 1 - np.argmax(matters[::-1], axis=0)
+    return np.where(peak >= MIN_EFFECT, last, np.nan).astype(np.float64)
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman correlation (average ranks for ties); 0 when either side is constant
+    (a flat profile has no staircase); NaN with fewer than 3 pairs."""
+    keep = ~(np.isnan(x) | np.isnan(y))
+    x, y = x[keep], y[keep]
+    if len(x) < 3:
+        return float("nan")
+    rx, ry = pd.Series(x).rank().to_numpy(), pd.Series(y).rank().to_numpy()
+    if rx.std() == 0 or ry.std() == 0:
+        return 0.0
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def staircase(effect: np.ndarray, n_question: int) -> tuple[float, np.ndarray]:
+    """(Spearman(position, last mattering layer), the layers) over the question tokens."""
+    layers = last_mattering_layer(effect[:, :n_question])
+    return spearman(np.arange(n_question, dtype=np.float64), layers), layers
+
+
+@dataclass(frozen=True)
+class MapPrompt:
+    """One digit-sum prompt of the erasure and gradient maps."""
+
+    tokens: tuple[str, ...]
+    answer_len: int
+
+    @property
+    def n_question(self) -> int:
+        """Tokens before the first position that predicts an answer token."""
+        return len(self.tokens) - self.answer_len - 1
+
+
+def _map_rows(prompts: list[MapPrompt], maps: list[np.ndarray], name: str) -> list[dict]:
+    rows = []
+    for i, (p, m) in enumerate(zip(prompts, maps)):
+        for r in range(m.shape[0]):
+            for t, tok in enumerate(p.tokens):
+                rows.append({"prompt": i, "layer": r, "position": t, "token": tok, "measure": name, "value": m[r, t],
+                             "question_token": t < p.n_question})
+    return rows
+
+
+def cso5_no_compositional_tiling(
+    prompts: list[MapPrompt], erasure: list[np.ndarray], model: str, dataset: str
+) -> tuple[ClaimResult, pd.DataFrame]:
+    rhos, layers = zip(*(staircase(e, p.n_question) for p, e in zip(prompts, erasure)))
+    table = pd.DataFrame(_map_rows(prompts, erasure, "erasure_effect"))
+    details = {"rho_per_prompt": [float(r) for r in rhos],
+               "last_layer_per_token": [[None if np.isnan(v) else int(v) for v in ls] for ls in layers]}
+    return ClaimResult(CSO_5, model, "none", dataset, estimate(np.array(rhos)), details), table
+
+
+def map_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman correlation of two [points, tokens] maps over their cells, last token
+    (which predicts nothing) left out."""
+    return spearman(a[:, :-1].ravel(), b[:, :-1].ravel())
+
+
+def cso6_gradients_agree(
+    prompts: list[MapPrompt], attribution: list[np.ndarray], erasure: list[np.ndarray],
+    completeness_error: np.ndarray, model: str, dataset: str,
+) -> tuple[ClaimResult, pd.DataFrame]:
+    agreement = np.array([map_agreement(np.abs(a), e) for a, e in zip(attribution, erasure)])
+    rhos = np.array([staircase(np.abs(a), p.n_question)[0] for p, a in zip(prompts, attribution)])
+    check = SubCheck("ig_staircase", "the integrated-gradients map has no staircase either (Spearman < 0.5)",
+                     estimate(rhos), 0.5, "below")
+    table = pd.DataFrame(_map_rows(prompts, attribution, "integrated_gradients"))
+    details = {"agreement_per_prompt": agreement.tolist(), "ig_rho_per_prompt": rhos.tolist(),
+               "max_completeness_error": float(np.max(completeness_error))}
+    return ClaimResult(CSO_6, model, "none", dataset, estimate(agreement), details, (check,)), table

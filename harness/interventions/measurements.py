@@ -1,0 +1,168 @@
+"""The depth-efficiency measurements of one model run, computed once and cached.
+
+Each measurement is a dict of arrays stored in the trace cache under a key naming the
+model, backend, measurement, its parameters and a hash of the prompt token ids, so a
+second run reads them instead of running the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from harness.claims.cso import REFINEMENT_REDUCTIONS, MapPrompt, Sizes
+from harness.data.math import ProblemSet, digit_sums, load_problems
+from harness.data.tokens import continuation_ids
+from harness.interventions import contributions, erasure, gradients, skip
+from harness.trace import LayerTrace, TraceRequest
+
+if TYPE_CHECKING:
+    from harness.session import ModelSession
+
+# Bump when a measurement's definition changes: part of every cache key.
+MEASURE_VERSION = 1
+MAPS_DATASET = "digit-sums"
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+class DepthMeasurements:
+    def __init__(self, session: "ModelSession"):
+        self.session = session
+        self.sizes = Sizes().capped(session.config.max_examples)
+        self.computed = 0
+        self.cache_hits = 0
+        self._memo: dict[str, dict[str, np.ndarray]] = {}
+
+    # ------------------------------------------------------------------ prompts
+
+    @cached_property
+    def problems(self) -> ProblemSet:
+        return load_problems(self.session.config.data_dir)
+
+    def problem_ids(self, n: int) -> list[list[int]]:
+        tok = self.session.loaded.tokenizer
+        return [list(tok(p.prompt()).input_ids) for p in self.problems.problems[:n]]
+
+    @cached_property
+    def map_prompts(self) -> list[tuple[list[int], MapPrompt]]:
+        """Digit sums as (prompt + answer ids, MapPrompt)."""
+        tok = self.session.loaded.tokenizer
+        out = []
+        for question, answer in digit_sums(self.sizes.maps):
+            q_ids, a_ids = continuation_ids(tok, question, answer)
+            ids = q_ids + a_ids
+            out.append((ids, MapPrompt(tuple(tok.convert_ids_to_tokens(ids)), len(a_ids))))
+        return out
+
+    def data_provenance(self, measure: str) -> dict:
+        if measure in ("erasure", "gradients"):
+            ids = [ids for ids, _ in self.map_prompts]
+            return {"dataset": MAPS_DATASET, "data_hash": _digest(ids)[:16]}
+        return {"dataset": self.problems.name, "data_hash": self.problems.content_hash[:16], "data_source": self.problems.source}
+
+    # ------------------------------------------------------------------ caching
+
+    def _cached(self, name: str, params: dict, prompts: list[list[int]], compute) -> dict[str, np.ndarray]:
+        if name in self._memo:
+            return self._memo[name]
+        s = self.session
+        key = {
+            "measure": name, "version": MEASURE_VERSION, **s.loaded.identity, **s.backend.identity,
+            "params": params, "data": _digest(prompts),
+        }
+        if s.cache is None:
+            arrays, hit = compute(), False
+        else:
+            arrays, hit = s.cache.fetch(key, compute)
+        self.cache_hits += hit
+        self.computed += not hit
+        self._memo[name] = arrays
+        return arrays
+
+    def _bar(self, items, what: str):
+        return tqdm(items, desc=f"{what} · {self.session.name}", unit="prompt", leave=False)
+
+    # ------------------------------------------------------------------ measurements
+
+    def contributions(self) -> dict[str, np.ndarray]:
+        """CSO-1/2: relative_<part>, cosine_<part>: [prompts, L]."""
+        prompts = self.problem_ids(self.sizes.contributions)
+
+        def compute():
+            c = contributions.measure_contributions(self.session.backend, prompts, lambda p: self._bar(p, "contributions"))
+            return {**{f"relative_{p}": v for p, v in c.relative.items()},
+                    **{f"cosine_{p}": v for p, v in c.cosine.items()}, "n_tokens": c.n_tokens}
+
+        return self._cached("contributions", {}, prompts, compute)
+
+    def skips(self) -> dict[str, np.ndarray]:
+        """CSO-3: future_map/all_map [prompts, L, L], future_output/all_output [prompts, L]."""
+        prompts = self.problem_ids(self.sizes.skip)
+        n_pos = self.sizes.skip_positions
+
+        def compute():
+            out: dict[str, list] = {"future_map": [], "future_output": [], "all_map": [], "all_output": []}
+            for i, ids in enumerate(self._bar(prompts, "layer skips")):
+                rng = np.random.default_rng(i)
+                future = skip.skip_effects(self.session.backend, ids, skip.future_positions(len(ids), rng, n_pos))
+                everywhere = skip.skip_effects(self.session.backend, ids, [None])
+                out["future_map"].append(future.future)
+                out["future_output"].append(future.output)
+                out["all_map"].append(everywhere.future)
+                out["all_output"].append(everywhere.output)
+            return {k: np.stack(v) for k, v in out.items()}
+
+        return self._cached("skips", {"positions": n_pos, "front": 1, "seed": "prompt index"}, prompts, compute)
+
+    def refinement_trace(self) -> LayerTrace:
+        """CSO-4: the logit-lens trace of every position of the problems (shared engine)."""
+        request = TraceRequest.build(self.problems.name, self.problem_ids(self.sizes.refinement), positions="all")
+        return self.session.engine.trace(request, self.session.lens("logit"), REFINEMENT_REDUCTIONS)
+
+    def _padded(self, maps: list[np.ndarray]) -> np.ndarray:
+        width = max(m.shape[1] for m in maps)
+        out = np.full((len(maps), maps[0].shape[0], width), np.nan, dtype=np.float32)
+        for i, m in enumerate(maps):
+            out[i, :, : m.shape[1]] = m
+        return out
+
+    def unpad(self, maps: np.ndarray) -> list[np.ndarray]:
+        return [maps[i, :, : len(ids)] for i, (ids, _) in enumerate(self.map_prompts)]
+
+    def erasure(self) -> dict[str, np.ndarray]:
+        """CSO-5: effect [prompts, L + 1, T_max] (NaN padding)."""
+        prompts = [ids for ids, _ in self.map_prompts]
+        baseline_ids = self.problem_ids(self.sizes.baseline_prompts)
+
+        def compute():
+            backend = self.session.backend
+            base = erasure.mean_residuals(backend, baseline_ids)
+            maps = [erasure.erasure_map(backend, ids, p.answer_len, base)
+                    for ids, p in self._bar(self.map_prompts, "residual erasure")]
+            return {"effect": self._padded(maps)}
+
+        params = {"baseline": _digest(baseline_ids)}
+        return self._cached("erasure", params, prompts, compute)
+
+    def gradients(self) -> dict[str, np.ndarray]:
+        """CSO-6: attribution [prompts, L + 1, T_max], output_difference and
+        completeness_error [prompts, L + 1]."""
+        prompts = [ids for ids, _ in self.map_prompts]
+        steps = self.sizes.ig_steps
+
+        def compute():
+            results = [gradients.integrated_gradients(self.session.backend, ids, p.answer_len, steps)
+                       for ids, p in self._bar(self.map_prompts, "integrated gradients")]
+            return {"attribution": self._padded([r.values for r in results]),
+                    "output_difference": np.stack([r.output_difference for r in results]),
+                    "completeness_error": np.stack([r.completeness_error for r in results])}
+
+        return self._cached("gradients", {"steps": steps}, prompts, compute)
