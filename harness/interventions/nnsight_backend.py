@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -58,6 +59,18 @@ API_KEY_URL = "https://login.ndif.us"
 
 # Module roots an NDIF server has installed: functions from these pickle by reference.
 _SERVER_ROOTS = {"torch", "numpy", "transformers", "accelerate", "nnsight", "einops", "peft", "builtins"}
+
+
+@contextmanager
+def _sys_path_kept():
+    """nnsight's local simulation (``remote="local"``) hides local import paths and puts
+    them back at the *end* of ``sys.path``, which changes what later imports (and
+    spawned processes) find; keep the order as it was."""
+    saved = list(sys.path)
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
 
 
 class NDIFKeyMissing(ValueError):
@@ -241,7 +254,7 @@ class NNsightBackend(Backend):
         # a tensor, so that nnsight passes the inputs through untouched (module docstring).
         inputs = self._model_inputs(ids, mask, torch.tensor([ids.shape[1] - 1]))
         resid = mids = None
-        with self.nn_model.trace(**inputs, **self._trace_kwargs()):
+        with _sys_path_kept(), self.nn_model.trace(**inputs, **self._trace_kwargs()):
             resid = nnsight.save([])
             mids = nnsight.save([])
             for l in range(n):
@@ -283,7 +296,7 @@ class NNsightBackend(Backend):
         device = self.loaded.device
         b_idx, p_idx = batch_idx.to(device), pos_idx.to(device)
         captured = logits = None
-        with self.nn_model.trace(**inputs, **self._trace_kwargs()) as tracer:
+        with _sys_path_kept(), self.nn_model.trace(**inputs, **self._trace_kwargs()) as tracer:
             captured = nnsight.save([])
             for l in range(n):
                 h = _first_input(*blocks[l].inputs)

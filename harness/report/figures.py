@@ -16,8 +16,9 @@ BUCKET_COLORS = {"Top-10": "#1b4f72", "Top-100": "#2e86c1", "Top-1000": "#85c1e9
 
 def _title(result: ClaimResult, what: str) -> str:
     e = result.estimate
+    lens = "" if result.lens == "none" else f"{result.lens} lens · "
     return (
-        f"{result.claim.id}: {what}\n{result.model} · {result.lens} lens · {result.dataset} · "
+        f"{result.claim.id}: {what}\n{result.model} · {lens}{result.dataset} · "
         f"n = {e.n} prompts · verdict: {result.verdict} ({e.value:.2f}, 95% CI {e.ci_low:.2f}-{e.ci_high:.2f})"
     )
 
