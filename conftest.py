@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from harness.interventions.backend import BACKENDS
-from harness.lenses import LENSES
+from harness.lens_training import RECIPES
+from harness.lenses import LENS_NAMES
 from harness.models import DEFAULT_MODEL, UnknownModel, resolve
 from harness.paths import default_report_dir, default_trace_cache
 from harness.session import ModelSession, RunConfig
@@ -30,7 +31,11 @@ def _split(values: list[str] | None, default: list[str]) -> tuple[str, ...]:
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("depth-claims")
     g.addoption("--model", action="append", help=f"model name, hub id or local folder; repeat or comma-separate for several (default {DEFAULT_MODEL})")
-    g.addoption("--lens", action="append", help=f"lens(es) to read layers with: {', '.join(sorted(LENSES))} (default logit)")
+    g.addoption("--lens", action="append", help=f"lens(es) to read layers with: {', '.join(LENS_NAMES)} (default both)")
+    g.addoption("--tuned-lens", default=None, metavar="FOLDER_OR_ID", help="a published tuned lens for the (single) --model: a local folder with config.json + params.pt, or a resource id of the tuned-lens hub space (default: the model's published lens if the registry names one, else the lens this suite trained)")
+    g.addoption("--train-lens", action="store_true", help="train the tuned lenses a claim needs when the cache lacks them (default: skip those claims and print the command that trains them)")
+    g.addoption("--lens-recipe", default="auto", choices=["auto", *RECIPES], help="training recipe of self-trained tuned lenses (auto: 'paper' on a GPU, 'cpu-small' on CPU)")
+    g.addoption("--lens-alignment", default="correct", choices=["correct", "paper"], help="tuned lens translator l reads h_l (correct) or h_{l+1} as in the paper's code (paper); recorded in every result")
     g.addoption("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the model runs (default auto)")
     g.addoption("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="model dtype (auto: bfloat16 on GPU, float32 on CPU)")
     g.addoption("--batch-size", type=int, default=8, help="prompts per forward pass (default 8)")
@@ -52,10 +57,12 @@ def pytest_configure(config: pytest.Config) -> None:
             resolve(name)
         except UnknownModel as err:
             raise pytest.UsageError(str(err)) from None
-    lenses = _split(config.getoption("--lens"), ["logit"])
-    unknown = [name for name in lenses if name not in LENSES]
+    lenses = _split(config.getoption("--lens"), list(LENS_NAMES))
+    unknown = [name for name in lenses if name not in LENS_NAMES]
     if unknown:
-        raise pytest.UsageError(f"Unknown --lens {', '.join(unknown)}; available: {', '.join(sorted(LENSES))}.")
+        raise pytest.UsageError(f"Unknown --lens {', '.join(unknown)}; available: {', '.join(LENS_NAMES)}.")
+    if config.getoption("--tuned-lens") and len(models) > 1:
+        raise pytest.UsageError("--tuned-lens names one model's lens: run one --model at a time with it.")
     for opt in ("--batch-size", "--max-examples"):
         value = config.getoption(opt)
         if value is not None and value < 1:
@@ -78,6 +85,10 @@ def pytest_configure(config: pytest.Config) -> None:
         report_dir=config.getoption("--report-dir") or default_report_dir(),
         backend=config.getoption("--backend"),
         remote=config.getoption("--remote"),
+        tuned_lens=config.getoption("--tuned-lens"),
+        train_lens=config.getoption("--train-lens"),
+        lens_recipe=config.getoption("--lens-recipe"),
+        lens_alignment=config.getoption("--lens-alignment"),
     )
 
 
@@ -126,3 +137,54 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
             f"read from cache {s.cache_hits}; forward passes {s.forward_passes}; intervention measurements "
             f"computed {session.depth.computed}, read from cache {session.depth.cache_hits}"
         )
+
+
+class _ReportSummary:
+    """Says in the terminal summary where the HTML report went, or why it was not built."""
+
+    def __init__(self, lines: list[str], ok: bool):
+        self.lines, self.ok = lines, ok
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        terminalreporter.section("depth-claims report")
+        for line in self.lines:
+            terminalreporter.write_line(line, yellow=not self.ok)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus) -> None:
+    """After a run that checked claims, build reports/<model>/index.html for every model
+    folder and reports/index.html. Never fails the run: a problem becomes a warning."""
+    import logging
+
+    config = session.config
+    results = config.stash.get(RESULTS, [])
+    if not results:
+        return
+    report_dir = None
+    try:
+        from harness.report.html import build_reports
+
+        report_dir = Path(config.stash[RUN_CONFIG].report_dir)
+        pages = build_reports(report_dir)
+        ran = {Path(paths["claims"]).parent.resolve() for _, paths in results if "claims" in paths}
+        lines = [f"index of all models: {pages[-1]}"] + [
+            f"{p.parent.name}: {p}" for p in pages[:-1] if p.parent.resolve() in ran
+        ]
+        ok = True
+    except Exception as err:  # noqa: BLE001 - the report must never break the run
+        lines = [
+            (
+                f"WARNING: the HTML report was not built ({type(err).__name__}: {err}). "
+                f"Rebuild it with: depth-claims report --report-dir {report_dir or 'reports'}"
+            )
+        ]
+        ok = False
+        logging.getLogger("depth-claims").warning(lines[0])
+    try:
+        name = "depth-claims-report-summary"
+        if config.pluginmanager.get_plugin(name) is not None:
+            config.pluginmanager.unregister(name=name)
+        config.pluginmanager.register(_ReportSummary(lines, ok), name)
+    except Exception as err:  # noqa: BLE001 - printing the summary is best effort
+        logging.getLogger("depth-claims").warning("could not add the report summary: %s", err)

@@ -6,16 +6,39 @@ import pytest
 
 from claims.expectations import EXPECTED_NOT_REPLICATED
 from harness.claims.base import ClaimResult
+from harness.lens_training import TunedLensMissing
+
+
+@pytest.fixture
+def need_lens():
+    """Call ``get()`` for a lens; skip the test, naming the command that trains the lens,
+    when the cache has none (rerun with --train-lens to train it on the spot)."""
+
+    def _need(get):
+        try:
+            return get()
+        except TunedLensMissing as err:
+            pytest.skip(str(err))
+
+    return _need
+
+
+@pytest.fixture(autouse=True)
+def _lens_available(request, need_lens):
+    """Tests parametrised with --lens tuned skip (with the command) when no tuned lens exists."""
+    if "lens_name" in request.fixturenames and request.getfixturevalue("lens_name") != "logit":
+        session = request.getfixturevalue("model_session")
+        need_lens(lambda: session.lens(request.getfixturevalue("lens_name")))
 
 
 @pytest.fixture
 def publish(model_session, claim_results):
     """Write the CSV, figure and claims.json record, then assert the verdict."""
 
-    def _publish(result: ClaimResult, table, fig, trace=None, data: dict | None = None) -> None:
+    def _publish(result: ClaimResult, table, fig, trace=None, data: dict | None = None, lenses=None) -> None:
         """``trace``: the engine trace the result read; ``data``: provenance of the
-        prompts of an intervention result."""
-        provenance = model_session.provenance(result.lens, trace, data)
+        prompts of an intervention result; ``lenses``: the lenses a comparison read."""
+        provenance = model_session.provenance(None if lenses else model_session.lens_of_label(result.lens), trace, data, lenses)
         paths = model_session.writer.publish(result, table, fig, provenance)
         claim_results.append((result, paths))
         if result.claim.threshold is None:

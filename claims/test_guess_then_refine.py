@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.claims import gtr, gtr_facts, gtr_pos
-from harness.report import figures
+from harness.claims import gtr, gtr_facts, gtr_lens, gtr_pos
+from harness.report import figures, figures_lens
 from harness.report.figures_rank import earliest_layer_curves
 
 pytestmark = pytest.mark.claim
@@ -16,7 +16,8 @@ def test_gtr1_early_layers_guess_frequent_tokens(model_session, lens_name, publi
     far more often than the final prediction is (gap > 20 points)."""
     trace = model_session.prefix_trace(lens_name)
     result, table = gtr.gtr1_early_frequent_guesses(
-        trace, model_session.frequency, model_session.name, lens_name, model_session.corpus.name
+        trace, model_session.frequency, model_session.name, model_session.lens_label(lens_name),
+        model_session.corpus.name,
     )
     publish(result, table, figures.stacked_bucket_bars(result, table), trace)
 
@@ -26,7 +27,8 @@ def test_gtr2_early_guesses_get_refined(model_session, lens_name, publish):
     flip rates fall with depth (same trace as GTR-1: no second forward pass)."""
     trace = model_session.prefix_trace(lens_name)
     result, table = gtr.gtr2_early_guesses_get_refined(
-        trace, model_session.frequency, model_session.name, lens_name, model_session.corpus.name
+        trace, model_session.frequency, model_session.name, model_session.lens_label(lens_name),
+        model_session.corpus.name,
     )
     publish(result, table, figures.flip_rate_bars(result, table), trace)
 
@@ -36,7 +38,7 @@ def test_gtr3_function_words_settle_early(model_session, lens_name, publish):
     that of NOUN, VERB and ADJ (correct predictions only; spaCy tags)."""
     trace, examples = model_session.pos_trace(lens_name)
     result, table = gtr_pos.gtr3_function_words_settle_early(
-        trace, examples, model_session.name, lens_name, model_session.corpus.name,
+        trace, examples, model_session.name, model_session.lens_label(lens_name), model_session.corpus.name,
         tagger=model_session.pos_tags.provenance,
     )
     publish(result, table, earliest_layer_curves(result, table, "tag", what="function words settle early"), trace)
@@ -47,7 +49,7 @@ def test_gtr4_first_fact_token_needs_most_depth(model_session, lens_name, publis
     answer token 1 reaches rank <= k later than every later token, at k = 1 and k = 10."""
     rows = model_session.fact_rows
     trace = model_session.fact_trace(lens_name)
-    result, table = gtr_facts.gtr4_first_fact_token_deepest(trace, rows, model_session.name, lens_name)
+    result, table = gtr_facts.gtr4_first_fact_token_deepest(trace, rows, model_session.name, model_session.lens_label(lens_name))
     fig = earliest_layer_curves(
         result, table[table.set == "paired"], ["answer_length", "position"],
         colors=gtr_facts.FIGURE_COLORS, what="the first answer token needs the most depth",
@@ -59,5 +61,33 @@ def test_gtr5_options_shortlisted_by_mid_depth_and_chosen_late(model_session, le
     """GTR-5: the option set enters the lens top-10 in the first half of the layers, and
     the choice among the options settles more than a tenth of the depth later."""
     trace = model_session.choice_trace(lens_name)
-    result, table = gtr.gtr5_shortlist_then_decide(trace, model_session.choice_rows, model_session.name, lens_name)
+    result, table = gtr.gtr5_shortlist_then_decide(
+        trace, model_session.choice_rows, model_session.name, model_session.lens_label(lens_name)
+    )
     publish(result, table, figures.choice_curves(result, table), trace)
+
+
+def test_gtr6_logit_lens_underrates_frequent_tokens_vs_tuned(model_session, need_lens, publish):
+    """GTR-6: in the early layers the tuned lens puts more probability on Top-10 frequency
+    tokens than the logit lens (same prefixes as GTR-1)."""
+    logit, tuned = model_session.lens("logit"), need_lens(lambda: model_session.lens("tuned"))
+    logit_trace, tuned_trace = model_session.prefix_trace_for(logit), model_session.prefix_trace_for(tuned)
+    label = f"logit-vs-{model_session.lens_label('tuned')}"
+    result, table = gtr_lens.gtr6_logit_lens_underrates_frequent(
+        logit_trace, tuned_trace, model_session.frequency, model_session.name, label, model_session.corpus.name
+    )
+    publish(result, table, figures_lens.top10_mass_curves(result, table), logit_trace, lenses=[logit, tuned])
+
+
+def test_gtr7_frequent_guesses_survive_downweighted_tuned_lens(model_session, need_lens, publish):
+    """GTR-7: a tuned lens trained with frequent targets down-weighted still ranks Top-10
+    tokens first in the early layers about as often as the standard tuned lens (both
+    trained here with the same recipe and data)."""
+    standard = need_lens(lambda: model_session.trained_lens("standard"))
+    weighted = need_lens(lambda: model_session.trained_lens("downweight-frequent"))
+    standard_trace, weighted_trace = model_session.prefix_trace_for(standard), model_session.prefix_trace_for(weighted)
+    label = model_session.lens_label("tuned") + "-vs-downweighted"
+    result, table = gtr_lens.gtr7_frequent_guesses_not_probe_artefact(
+        standard_trace, weighted_trace, model_session.frequency, model_session.name, label, model_session.corpus.name
+    )
+    publish(result, table, figures_lens.top10_share_curves(result, table), standard_trace, lenses=[standard, weighted])

@@ -1,12 +1,20 @@
-"""Command line: ``depth-claims models`` (or ``python -m harness.cli models``)."""
+"""Command line (or ``python -m harness.cli``):
+
+    depth-claims models                      list the registered model names
+    depth-claims report [--report-dir DIR]   rebuild the HTML reports from the results on disk
+    depth-claims train-lens --model NAME     train (or find cached) tuned lenses for a model
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from harness.models import DEFAULT_MODEL, REGISTRY
 from harness.models.adapters import supported_model_types
+from harness.paths import default_report_dir
 
 
 def _models(_args) -> int:
@@ -20,10 +28,97 @@ def _models(_args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    """Rebuild reports/<model>/index.html and reports/index.html from claims.json, the
+    CSVs and the figures: no model is loaded."""
+    from harness.report.html import NoResults, build_model_report, build_reports
+    from harness.report.schema import claims_errors
+
+    report_dir = args.report_dir
+    try:
+        if (report_dir / "claims.json").is_file():  # one model's folder
+            pages = [build_model_report(report_dir)]
+            folders = [report_dir]
+        else:
+            pages = build_reports(report_dir)
+            folders = [p.parent for p in pages[:-1]]
+    except NoResults as err:
+        print(f"depth-claims report: {err}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError, TypeError) as err:
+        print(f"depth-claims report: could not build the report: {err}", file=sys.stderr)
+        return 1
+    for folder in folders:
+        records = json.loads((folder / "claims.json").read_text())
+        problems = claims_errors(records)
+        if problems:
+            print(
+                f"warning: {folder / 'claims.json'}: {len(problems)} schema problem(s), e.g. {problems[0]} "
+                "(rerun the claims to refresh old records)",
+                file=sys.stderr,
+            )
+    for page in pages:
+        print(page)
+    return 0
+
+
+def _train_lens(args) -> int:
+    """Train the tuned lenses the claims need for one model (the standard one, and GTR-7's
+    down-weighted one with --weighting both), or report the cached ones."""
+    from harness.lens_training import WEIGHTINGS
+    from harness.models import UnknownModel, resolve
+    from harness.session import ModelSession, RunConfig
+
+    try:
+        resolve(args.model)
+    except UnknownModel as err:
+        print(f"depth-claims train-lens: {err}", file=sys.stderr)
+        return 2
+    if args.data_dir is not None and not args.data_dir.is_dir():
+        print(f"depth-claims train-lens: --data-dir {args.data_dir} is not a folder.", file=sys.stderr)
+        return 2
+    config = RunConfig(
+        models=(args.model,), device=args.device, dtype=args.dtype, data_dir=args.data_dir,
+        trace_cache=None, lens_recipe=args.recipe, train_lens=True,
+    )
+    session = ModelSession(config, args.model)
+    weightings = list(WEIGHTINGS) if args.weighting == "both" else [args.weighting]
+    for weighting in weightings:
+        lens = session.trained_lens(weighting)
+        record = lens.training_record or {}
+        print(f"{weighting} tuned lens for {session.name}: {lens.source['key']}")
+        print(f"  recipe {record.get('recipe', {}).get('name')}: {record.get('steps')} steps, "
+              f"{record.get('tokens'):,} tokens, trained in {record.get('seconds')} s")
+        table = session.lens_quality(lens)
+        print("  held-out KL(final || lens), nats, per layer:")
+        print(table[["layer", "logit_kl", "tuned_kl"]].round(3).to_string(index=False))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="depth-claims", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("models", help="list registered model names").set_defaults(func=_models)
+    report = sub.add_parser(
+        "report",
+        help="rebuild the HTML reports (reports/<model>/index.html, reports/index.html) from the results on disk",
+        description=_report.__doc__,
+    )
+    report.add_argument(
+        "--report-dir", type=Path, default=default_report_dir(),
+        help=f"folder with one subfolder per model (as pytest --report-dir), or one model's folder (default {default_report_dir()})",
+    )
+    report.set_defaults(func=_report)
+    from harness.lens_training import RECIPES, WEIGHTINGS
+
+    train = sub.add_parser("train-lens", help="train the tuned lenses of a model (cached; resumable)", description=_train_lens.__doc__)
+    train.add_argument("--model", default=DEFAULT_MODEL, help=f"model name, hub id or local folder (default {DEFAULT_MODEL})")
+    train.add_argument("--data-dir", type=Path, default=None, help="folder laid out like ../shared/data: train on its Wikipedia paragraphs (default: the embedded prose)")
+    train.add_argument("--recipe", default="auto", choices=["auto", *RECIPES], help="auto: 'paper' on a GPU, 'cpu-small' on CPU")
+    train.add_argument("--weighting", default="both", choices=["both", *WEIGHTINGS], help="which lens: standard, GTR-7's downweight-frequent, or both (default)")
+    train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    train.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    train.set_defaults(func=_train_lens)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -2,8 +2,9 @@
 
 A lens is applied to ``h_l`` (the input of block ``l``; ``h_L`` is the pre-norm output of
 the last block). At ``l = L`` every lens is the model's own head, so it gives back the
-model's logits. New lenses (the tuned lens) subclass :class:`Lens` and register a name
-in :data:`LENSES`.
+model's logits. Lenses without parameters register a factory in :data:`LENSES`; the
+tuned lens (``harness.tuned_lens``) needs trained translators, so a run obtains it
+through ``ModelSession.lens``. :data:`LENS_NAMES` lists every ``--lens`` name.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class LogitLens(Lens):
 
 
 LENSES: dict[str, Callable[[LoadedModel], Lens]] = {"logit": LogitLens}
+LENS_NAMES: tuple[str, ...] = ("logit", "tuned")
 
 
 def make_lens(name: str, loaded: LoadedModel) -> Lens:

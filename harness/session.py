@@ -6,6 +6,7 @@ trace once per process, and the on-disk cache makes a second run free.
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import subprocess
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 import harness
@@ -26,12 +28,16 @@ from harness.data.prose import Corpus, DataMissing, load_prose
 from harness.frequency import FrequencyTable, token_frequencies
 from harness.interventions.backend import make_backend
 from harness.interventions.measurements import DepthMeasurements
-from harness.lenses import Lens, make_lens
+from harness.lens_training import kl_table, obtain_lens, pack_corpus, resolve_recipe
+from harness.lenses import Lens, LogitLens, make_lens
 from harness.models import load_model, resolve
 from harness.report.outputs import ReportWriter
 from harness.trace import ENGINE_VERSION, LayerTrace, TraceEngine
+from harness.tuned_lens import LensMismatch, TunedLens, load_published
 
 log = logging.getLogger(__name__)
+
+PAPER_ALIGNED = "-paper-aligned"  # suffix of a tuned lens's label under the paper's alignment
 
 
 @dataclass(frozen=True)
@@ -49,12 +55,16 @@ class RunConfig:
     report_dir: Path = Path("reports")
     backend: str = "transformers"
     remote: bool = False
+    tuned_lens: str | None = None  # a published lens (folder or hub resource id)
+    train_lens: bool = False  # train a missing tuned lens instead of skipping its claims
+    lens_recipe: str = "auto"
+    lens_alignment: str = "correct"
 
 
 def git_commit() -> str:
     try:
         return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5, check=False
         ).stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -88,17 +98,71 @@ class ModelSession:
         return token_frequencies(self.loaded.tokenizer, self.corpus, self.loaded.vocab_size)
 
     def lens(self, name: str) -> Lens:
+        """A ``--lens`` by name. ``tuned``: the lens ``--tuned-lens`` names, else the model's
+        published lens (registry), else the lens this suite trained (``trained_lens``);
+        raises ``TunedLensMissing`` (with the command that trains it) when there is none."""
         if name not in self._lenses:
-            self._lenses[name] = make_lens(name, self.loaded)
+            self._lenses[name] = self._tuned_lens() if name == "tuned" else make_lens(name, self.loaded)
         return self._lenses[name]
+
+    def lens_label(self, name: str) -> str:
+        """The lens's name in results and file names: the alignment is part of it when it
+        is the paper's off-by-one one, so both can be compared side by side."""
+        return f"{name}{PAPER_ALIGNED}" if name == "tuned" and self.config.lens_alignment == "paper" else name
+
+    @staticmethod
+    def lens_of_label(label: str) -> str:
+        """The ``--lens`` name behind a result's lens label (see ``lens_label``)."""
+        return label.removesuffix(PAPER_ALIGNED)
+
+    @cached_property
+    def lens_recipe(self):
+        return resolve_recipe(self.config.lens_recipe, self.loaded.device)
+
+    def trained_lens(self, weighting: str = "standard") -> TunedLens:
+        """The tuned lens this suite trains for this model on the run's corpus (cached; with
+        --train-lens trained when missing)."""
+        key = f"trained:{weighting}"
+        if key not in self._lenses:
+            self._lenses[key] = obtain_lens(
+                self.loaded, self.backend, self.corpus, self.lens_recipe, weighting, self.frequency,
+                train=self.config.train_lens, alignment=self.config.lens_alignment, data_dir=self.config.data_dir,
+            )
+        return self._lenses[key]
+
+    def _tuned_lens(self) -> TunedLens:
+        published = self.config.tuned_lens or self.loaded.spec.tuned_lens
+        if published:
+            try:
+                return load_published(published, self.loaded, self.config.lens_alignment)
+            except LensMismatch:
+                raise
+            except Exception as err:  # no network, no such resource: fall back unless it was asked for
+                if self.config.tuned_lens:
+                    raise RuntimeError(f"Could not load the tuned lens --tuned-lens {published}: {err}") from err
+                log.warning("The published tuned lens %s could not be loaded (%s); using a lens this suite trains.", published, err)
+        return self.trained_lens("standard")
+
+    def lens_quality(self, lens: TunedLens) -> pd.DataFrame:
+        """Held-out KL(final || lens) per layer for the logit lens and ``lens``: from the
+        training record of a lens trained here, else measured now on held-out paragraphs."""
+        record = lens.training_record
+        if record is not None and "kl_table" in record:
+            return pd.DataFrame(record["kl_table"])
+        data = pack_corpus(self.corpus, self.loaded.tokenizer, self.lens_recipe.seq_len)
+        ids = data.held_out[: self.lens_recipe.eval_sequences]
+        return kl_table({"logit": LogitLens(self.loaded), "tuned": lens}, self.backend, ids)
 
     def prefix_trace(self, lens_name: str) -> LayerTrace:
         """The GTR-1/2/6 trace: prefixes of the prose corpus, last position of each."""
-        key = ("prefixes", lens_name)
+        return self.prefix_trace_for(self.lens(lens_name))
+
+    def prefix_trace_for(self, lens: Lens) -> LayerTrace:
+        key = ("prefixes", json.dumps(lens.identity, sort_keys=True))
         if key not in self._traces:
             request = gtr.prefix_request(self.corpus, self.loaded.tokenizer, self.config.max_examples)
             spec = gtr.prefix_reductions(self.frequency)
-            self._traces[key] = self.engine.trace(request, self.lens(lens_name), spec)
+            self._traces[key] = self.engine.trace(request, lens, spec)
         return self._traces[key]
 
     @cached_property
@@ -128,7 +192,7 @@ class ModelSession:
             return load_facts(None)
 
     @cached_property
-    def fact_rows(self) -> "gtr_facts.FactRows":
+    def fact_rows(self) -> gtr_facts.FactRows:
         return gtr_facts.fact_request(self.facts.facts, self.loaded.tokenizer, self.facts.name, self.config.max_examples)
 
     def fact_trace(self, lens_name: str) -> LayerTrace:
@@ -139,7 +203,7 @@ class ModelSession:
         return self._traces[key]
 
     @cached_property
-    def choice_rows(self) -> "gtr.ChoiceRows":
+    def choice_rows(self) -> gtr.ChoiceRows:
         tasks, name = load_choice_tasks(self.config.data_dir)
         return gtr.choice_request(tasks, self.loaded.tokenizer, name, self.config.max_examples)
 
@@ -150,9 +214,12 @@ class ModelSession:
             self._traces[key] = self.engine.trace(self.choice_rows.request, self.lens(lens_name), gtr.CHOICE_REDUCTIONS)
         return self._traces[key]
 
-    def provenance(self, lens_name: str | None, trace: LayerTrace | None = None, data: dict | None = None) -> dict:
+    def provenance(
+        self, lens_name: str | None, trace: LayerTrace | None = None, data: dict | None = None, lenses: list[Lens] | None = None
+    ) -> dict:
         """Where a result came from. ``trace``: the engine trace it read; ``data``: for
-        intervention results, the dataset and hash of the prompts they ran on."""
+        intervention results, the dataset and hash of the prompts they ran on; ``lenses``:
+        the lenses a comparison read (recorded instead of ``lens_name``'s)."""
         import transformers
 
         if trace is not None:
@@ -171,6 +238,9 @@ class ModelSession:
             "dtype": self.loaded.dtype_name,
             "device": str(self.loaded.device),
             **self.backend.identity,
-            "lens": self.lens(lens_name).identity if lens_name and lens_name != "none" else None,
+            "lens": (
+                {"compared": [lens.identity for lens in lenses]} if lenses
+                else self.lens(lens_name).identity if lens_name and lens_name != "none" else None
+            ),
             **(data or {}),
         }

@@ -36,6 +36,9 @@ class ModelSpec:
     gguf_file: str | None = None
     path: str | None = None  # local directory
     description: str = ""
+    # The tuned-lens project's published lens for this model (a resource id of its hub
+    # space, AlignmentResearch/tuned-lens), where one exists.
+    tuned_lens: str | None = None
 
     @property
     def slug(self) -> str:
@@ -43,8 +46,8 @@ class ModelSpec:
         return self.name.replace("/", "__")
 
 
-def _hub(name: str, repo_id: str, description: str = "") -> ModelSpec:
-    return ModelSpec(name=name, source="hub", repo_id=repo_id, description=description)
+def _hub(name: str, repo_id: str, description: str = "", tuned_lens: str | None = None) -> ModelSpec:
+    return ModelSpec(name=name, source="hub", repo_id=repo_id, description=description, tuned_lens=tuned_lens)
 
 
 def _build_registry() -> dict[str, ModelSpec]:
@@ -58,10 +61,10 @@ def _build_registry() -> dict[str, ModelSpec]:
         ),
         _hub("smollm2-135m", "HuggingFaceTB/SmolLM2-135M"),
         _hub("smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct"),
-        _hub("gpt2", "openai-community/gpt2"),
+        _hub("gpt2", "openai-community/gpt2", tuned_lens="gpt2"),
         _hub("gpt2-medium", "openai-community/gpt2-medium"),
-        _hub("gpt2-large", "openai-community/gpt2-large"),
-        _hub("gpt2-xl", "openai-community/gpt2-xl", "GTR paper model"),
+        _hub("gpt2-large", "openai-community/gpt2-large", tuned_lens="gpt2-large"),
+        _hub("gpt2-xl", "openai-community/gpt2-xl", "GTR paper model", tuned_lens="gpt2-xl"),
         _hub("llama-2-7b", "meta-llama/Llama-2-7b-hf", "GTR paper model"),
         _hub("llama-3-8b", "meta-llama/Meta-Llama-3-8B", "GTR paper model"),
         _hub("llama-3.1-8b", "meta-llama/Llama-3.1-8B"),
@@ -73,10 +76,12 @@ def _build_registry() -> dict[str, ModelSpec]:
         _hub("olmo-2-13b", "allenai/OLMo-2-1124-13B", "CSO paper family"),
         _hub("phi-3-mini", "microsoft/Phi-3-mini-4k-instruct"),
     ]
+    published = {"70m", "160m", "410m", "1.4b", "2.8b", "6.9b", "12b"}  # deduped lenses in the space
     for size in ("70m", "160m", "410m", "1b", "1.4b", "2.8b", "6.9b", "12b"):
         note = "GTR paper model" if size == "6.9b" else ""
         specs.append(_hub(f"pythia-{size}", f"EleutherAI/pythia-{size}", note))
-        specs.append(_hub(f"pythia-{size}-deduped", f"EleutherAI/pythia-{size}-deduped"))
+        lens = f"EleutherAI/pythia-{size}-deduped" if size in published else None
+        specs.append(_hub(f"pythia-{size}-deduped", f"EleutherAI/pythia-{size}-deduped", tuned_lens=lens))
     for size in ("0.5b", "1.5b", "3b", "7b"):
         specs.append(_hub(f"qwen2.5-{size}", f"Qwen/Qwen2.5-{size.upper()}"))
     for size in ("0.6b", "1.7b", "4b", "8b"):

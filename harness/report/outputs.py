@@ -3,6 +3,8 @@
 Every file is written to a temporary name in its folder and renamed into place, so a
 crash never leaves half a CSV, figure or claims.json behind; claims.json is updated
 under a lock so two pytest processes reporting on the same model do not lose records.
+Each record gets the run time in its provenance and is validated against the schema
+(:mod:`harness.report.schema`) before it is written: an invalid record is refused.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ import fcntl
 import json
 import os
 import tempfile
+import time
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
 from harness.claims.base import ClaimResult
+from harness.report.schema import validate_record
 
 
 @contextmanager
@@ -37,6 +42,18 @@ class ReportWriter:
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
+        # the run of this model starts here (ModelSession creates the writer after loading)
+        self.started_at = _utc_now()
+        self._started = time.perf_counter()
+
+    def run_time(self) -> dict:
+        """Provenance fields of the run time: when this model's run began, when this
+        record was written, and the seconds in between."""
+        return {
+            "run_started_at": self.started_at,
+            "finished_at": _utc_now(),
+            "run_seconds": round(time.perf_counter() - self._started, 3),
+        }
 
     def write_csv(self, result: ClaimResult, table: pd.DataFrame) -> Path:
         path = self.folder / f"{result.file_stem}.csv"
@@ -54,10 +71,16 @@ class ReportWriter:
         return path
 
     def record(self, result: ClaimResult, provenance: dict) -> Path:
-        """Add or replace this (claim, lens, dataset) record in claims.json."""
+        """Add or replace this (claim, lens, dataset) record in claims.json.
+
+        The run time is added to ``provenance`` (values the caller gives win). Raises
+        :class:`harness.report.schema.SchemaError` naming each wrong field, and writes
+        nothing, when the record does not match the schema."""
         path = self.folder / "claims.json"
+        run_time = {k: v for k, v in self.run_time().items() if k not in provenance}
+        entry = {**result.record(), "provenance": {**provenance, **run_time}}
+        validate_record(entry)
         self.folder.mkdir(parents=True, exist_ok=True)
-        entry = {**result.record(), "provenance": provenance}
         with open(self.folder / ".claims.json.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             records = json.loads(path.read_text()) if path.is_file() else []
@@ -75,3 +98,7 @@ class ReportWriter:
             "figure": self.write_figure(result, fig),
             "claims": self.record(result, provenance),
         }
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

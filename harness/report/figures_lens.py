@@ -1,0 +1,75 @@
+"""Figures that compare lenses: held-out KL per layer (lens quality), GTR-6 and GTR-7 curves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from harness.claims.base import ClaimResult
+from harness.report.figures import _title, plt
+
+LENS_COLORS = {"logit": "#7f8c8d", "tuned": "#1b4f72", "standard tuned": "#1b4f72", "down-weighted tuned": "#d35400",
+               "tuned minus logit": "#27ae60"}
+
+
+def _early_band(ax, result: ClaimResult) -> None:
+    lo, hi = result.details["early_layers"]
+    ax.axvspan(lo - 0.5, hi + 0.5, color="#f9e79f", alpha=0.5, zorder=0, label=f"early layers {lo}-{hi}")
+
+
+def _curves(ax, table: pd.DataFrame, value: str, lenses: list[str]) -> None:
+    for name in lenses:
+        part = table[table["lens"] == name]
+        ax.plot(part["layer"], part[value], marker="o", markersize=3, color=LENS_COLORS.get(name), label=name)
+        ax.fill_between(part["layer"], part["ci_low"], part["ci_high"], color=LENS_COLORS.get(name), alpha=0.2)
+
+
+def top10_mass_curves(result: ClaimResult, table: pd.DataFrame):
+    """GTR-6: probability mass on Top-10 frequency tokens per layer, logit vs tuned lens."""
+    fig, ax = plt.subplots(figsize=(8.5, 4.6))
+    _early_band(ax, result)
+    _curves(ax, table, "top10_mass", ["logit", "tuned"])
+    ax.set_xlabel("Layer l (lens applied to residual h_l; h_0 = embeddings)")
+    ax.set_ylabel("Probability on Top-10 frequency tokens\n(mean over prefixes, 95% CI)")
+    ax.set_ylim(0, 1)
+    ax.set_title(_title(result, "the logit lens underrates frequent tokens early"), fontsize=9)
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def top10_share_curves(result: ClaimResult, table: pd.DataFrame):
+    """GTR-7: share of top-1 tokens that are Top-10, standard vs down-weighted tuned lens."""
+    fig, ax = plt.subplots(figsize=(8.5, 4.6))
+    _early_band(ax, result)
+    _curves(ax, table, "top10_share", ["standard tuned", "down-weighted tuned"])
+    final = result.details["final_top10_share"]
+    ax.axhline(final, color="black", linestyle=":", linewidth=1, label=f"final predictions ({final:.0%})")
+    ax.set_xlabel("Layer l (lens applied to residual h_l; h_0 = embeddings)")
+    ax.set_ylabel("Share of lens top-1 that are Top-10 tokens\n(mean over prefixes, 95% CI)")
+    ax.set_ylim(0, 1)
+    weights = ", ".join(f"{k} x{v:g}" for k, v in result.details["loss_weights"].items())
+    ax.set_title(_title(result, f"frequent early guesses are not a probe artefact\nloss weights by target bucket: {weights}"), fontsize=9)
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def kl_curves(table: pd.DataFrame, model: str, what: str):
+    """Lens quality: mean KL(final || lens) per layer on held-out tokens, one curve per lens
+    (columns ``<lens>_kl`` and ``<lens>_kl_se``), log scale."""
+    fig, ax = plt.subplots(figsize=(8.5, 4.6))
+    layers = table["layer"].to_numpy()[:-1]  # KL is 0 at L by construction
+    for column in [c for c in table.columns if c.endswith("_kl")]:
+        name = column.removesuffix("_kl")
+        mean = table[column].to_numpy()[:-1]
+        se = table[f"{name}_kl_se"].to_numpy()[:-1]
+        ax.errorbar(layers, mean, yerr=1.96 * se, marker="o", markersize=3, capsize=2, color=LENS_COLORS.get(name), label=f"{name} lens")
+    ax.set_yscale("log")
+    ax.set_xlabel("Layer l (lens applied to residual h_l; h_0 = embeddings; 0 at l = L)")
+    ax.set_ylabel("KL(final || lens) in nats, log scale\n(mean over tokens, 95% CI)")
+    ax.set_title(f"Tuned lens quality on held-out text: {model}\n{what} · n = {int(table['tokens'].iloc[0]):,} tokens", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.set_xticks(np.arange(0, len(layers) + 1, max(1, len(layers) // 15)))
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,440 @@
+"""claims.json schema, the HTML report pages, and `depth-claims report` (no model loaded)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+from types import SimpleNamespace
+
+import jsonschema
+import pandas as pd
+import pytest
+
+from harness.claims.base import Claim, ClaimResult, SubCheck
+from harness.cli import main as cli_main
+from harness.paths import REPO_ROOT
+from harness.report.html import (
+    NoResults,
+    build_index,
+    build_model_report,
+    build_reports,
+    reading,
+)
+from harness.report.outputs import ReportWriter
+from harness.report.schema import (
+    CLAIMS_SCHEMA,
+    RECORD_SCHEMA,
+    SchemaError,
+    claims_errors,
+    record_errors,
+    validate_claims,
+    validate_record,
+)
+from harness.stats import Estimate
+from tests.report_data import make_report_folder, provenance, records
+
+REAL_CLAIMS = sorted((REPO_ROOT / "reports").glob("*/claims.json"))
+RUN_TIME_FIELDS = ("finished_at", "run_seconds")
+
+
+# ----------------------------------------------------------------------- schema
+
+
+def test_schema_is_a_valid_draft_2020_12_schema():
+    jsonschema.Draft202012Validator.check_schema(RECORD_SCHEMA)
+    jsonschema.Draft202012Validator.check_schema(CLAIMS_SCHEMA)
+
+
+def _documented(schema: dict, where: str = "record") -> list[str]:
+    """Properties without a description, recursively."""
+    missing = []
+    for name, sub in schema.get("properties", {}).items():
+        if "description" not in sub:
+            missing.append(f"{where}.{name}")
+        missing += _documented(sub, f"{where}.{name}")
+    items = schema.get("items")
+    if isinstance(items, dict):
+        missing += _documented(items, f"{where}[]")
+    return missing
+
+
+def test_every_field_of_the_schema_is_documented():
+    assert _documented(RECORD_SCHEMA) == []
+
+
+def test_valid_records_pass():
+    recs = records()
+    for r in recs:
+        validate_record(r)
+    assert validate_claims(recs) == recs
+
+
+BROKEN = {
+    "verdict not a verdict": (lambda r: r.update(verdict="maybe"), "at verdict: 'maybe' is not one of"),
+    "negative n": (lambda r: r.update(n=-1), "at n: -1 is less than the minimum of 0"),
+    "missing interval": (lambda r: r.pop("ci_low"), "'ci_low' is a required property"),
+    "statistic a string": (lambda r: r.update(statistic="0.3"), "at statistic: '0.3' is not of type 'number'"),
+    "no run time": (lambda r: r["provenance"].pop("run_seconds"), "at provenance: 'run_seconds' is a required property"),
+    "bad timestamp": (lambda r: r["provenance"].update(finished_at="yesterday"), "at provenance.finished_at: 'yesterday'"),
+    "no data hash": (lambda r: r["provenance"].pop("data_hash"), "'data_hash' is a required property"),
+    "tuned lens without hash": (
+        lambda r: r["provenance"].update(lens={"lens": "tuned", "alignment": "correct"}),
+        "at provenance.lens: lens 'tuned' has parameters, so its identity must carry a hash",
+    ),
+    "lens a string": (lambda r: r["provenance"].update(lens="logit"), "at provenance.lens: 'logit' must be null or an object"),
+    "judged without verdict": (lambda r: r.update(verdict=None), "a record with a threshold needs a direction and a verdict"),
+    "reported with a verdict": (
+        lambda r: r.update(threshold=None),
+        "at verdict: 'replicated' must be null: a record without a threshold is reported, not judged",
+    ),
+    "broken sub-check": (lambda r: r["subchecks"][0].pop("threshold"), "at subchecks[0]: 'threshold' is a required property"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_a_broken_record_fails_with_a_clear_message(case):
+    record = copy.deepcopy(records()[0])
+    breaks, expected = BROKEN[case]
+    breaks(record)
+    with pytest.raises(SchemaError) as err:
+        validate_record(record)
+    message = str(err.value)
+    assert "GTR-1/logit/prose-embedded does not match the schema" in message
+    assert expected in message, message
+
+
+def test_a_tuned_lens_with_its_hash_passes():
+    record = copy.deepcopy(records()[0])
+    record["lens"] = "tuned"
+    record["provenance"]["lens"] = {"lens": "tuned", "lens_hash": "0123abcd", "alignment": "correct", "lens_source": "trained"}
+    assert record_errors(record) == []
+
+
+def test_a_file_with_a_repeated_record_fails():
+    recs = records()
+    problems = claims_errors([*recs, recs[0]])
+    assert problems == ["record 4 (GTR-1/logit/prose-embedded) repeats an earlier (claim, lens, dataset)"]
+    assert claims_errors({"claim": "GTR-1"}) == ["claims.json must hold a JSON array of records, not dict"]
+
+
+@pytest.mark.skipif(not REAL_CLAIMS, reason="no reports/<model>/claims.json in this checkout (run pytest claims/)")
+@pytest.mark.parametrize("path", REAL_CLAIMS, ids=lambda p: p.parent.name)
+def test_the_real_claims_json_matches_the_schema(path):
+    """Records from a run validate; records written before the run time was added to
+    the provenance may lack only that."""
+    problems = [
+        p for p in claims_errors(json.loads(path.read_text()))
+        if not any(f"'{f}' is a required property" in p for f in RUN_TIME_FIELDS)
+    ]
+    assert problems == []
+
+
+# ----------------------------------------------------------------------- writing
+
+
+CLAIM = Claim(
+    id="TST-1", version=2, paper="A paper", source="Fig. 1", statement="Something holds.",
+    statistic="a mean", threshold=0.2, direction="above", paper_value="about 0.4",
+)
+
+
+def _result(**changes) -> ClaimResult:
+    sub = SubCheck("falls", "it falls", Estimate(0.3, 0.2, 0.4, 10, 10), 0.0, "above")
+    base = {
+        "claim": CLAIM, "model": "tiny-model", "lens": "logit", "dataset": "toy",
+        "estimate": Estimate(0.5, 0.4, 0.6, 10, 5), "subchecks": (sub,),
+    }
+    return ClaimResult(**{**base, **changes})
+
+
+def test_the_writer_adds_the_run_time_and_writes_valid_records(tmp_path):
+    writer = ReportWriter(tmp_path / "tiny-model")
+    prov = {k: v for k, v in provenance(lens={"lens": "logit"}).items() if k not in ("finished_at", "run_seconds", "run_started_at")}
+    writer.publish(_result(), pd.DataFrame({"layer": [0, 1], "value": [0.1, 0.2]}), _figure(), prov)
+    writer.record(_result(dataset="other"), prov)
+    recs = validate_claims(tmp_path / "tiny-model" / "claims.json")
+    assert [(r["claim"], r["dataset"]) for r in recs] == [("TST-1", "other"), ("TST-1", "toy")]
+    for r in recs:
+        p = r["provenance"]
+        assert p["run_seconds"] >= 0 and re.match(r"\d{4}-\d\d-\d\dT", p["finished_at"])
+        assert p["run_started_at"] == writer.started_at
+        assert {k: p[k] for k in prov} == prov  # the caller's provenance is kept as given
+    assert (tmp_path / "tiny-model" / "TST-1_logit_toy.png").is_file()
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2, 1.5))
+    ax.plot([0, 1], [0.1, 0.2])
+    return fig
+
+
+def test_the_writer_refuses_an_invalid_record(tmp_path):
+    writer = ReportWriter(tmp_path / "tiny-model")
+    prov = provenance(lens={"lens": "logit"})
+    del prov["data_hash"]
+    with pytest.raises(SchemaError, match=r"TST-1/logit/toy does not match the schema[\s\S]*'data_hash' is a required property"):
+        writer.record(_result(), prov)
+    assert not (tmp_path / "tiny-model" / "claims.json").exists()
+
+
+# ----------------------------------------------------------------------- HTML
+
+
+class _Page(HTMLParser):
+    """Collects what the tests look at: verdict rows, images, links, text."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.rows, self.images, self.links, self.ids, self.tags, self.data = [], [], [], [], [], []
+        self._table = None
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.tags.append(tag)
+        if "id" in a:
+            self.ids.append(a["id"])
+        if tag == "table":
+            self._table = a.get("id")
+        if tag == "tr" and self._table == "verdict-table" and "verdict-row" in (a.get("class") or ""):
+            self.rows.append(a.get("data-claim"))
+        if tag == "img":
+            self.images.append(a["src"])
+        if tag == "a":
+            self.links.append(a.get("href"))
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self._table = None
+
+    def handle_data(self, data):
+        self.data.append(data)
+
+    @property
+    def text(self) -> str:
+        return " ".join(" ".join(self.data).split())
+
+
+def test_the_model_page_has_a_verdict_row_per_record_then_figures_then_provenance(tmp_path):
+    folder = make_report_folder(tmp_path)
+    page_path = build_model_report(folder)
+    assert page_path == folder / "index.html"
+    text = page_path.read_text()
+    page = _Page(text)
+    assert page.rows == [r["claim"] for r in records()]  # one row per record, in the file's order
+    assert text.index('id="verdict-table"') < text.index("<img") < text.index('id="provenance"')
+    # every figure and CSV is beside the page, linked relatively
+    assert len(page.images) == len(records())
+    for src in page.images + [h for h in page.links if h and h.endswith(".csv")]:
+        assert not src.startswith(("/", "http", "file:")) and (folder / _unquote(src)).is_file()
+    assert sum(1 for h in page.links if h and h.endswith(".csv")) == len(records())
+    # the claim in one sentence and the paper's number, from the registry
+    from harness.claims.base import CLAIMS
+
+    gtr1 = CLAIMS["GTR-1"]
+    assert gtr1.statement in page.text and gtr1.paper_value in page.text
+    assert "not in this version's registry" in page.text  # ZZZ-9 is tolerated
+    assert "0.348 (0.304 to 0.392)" in page.text and "> 0.2" in page.text
+    for word in ("replicated", "contradicted", "inconclusive", "reported"):
+        assert f'class="badge {word}"' in text
+    # self-contained: no scripts, no external resources
+    assert "script" not in page.tags and "http://" not in text.replace("http://www.w3.org", "")
+    assert "lens_hash: f00dfeed12345678" in page.text  # the tuned lens's hash in the provenance
+    assert "schema-problems" not in page.ids
+
+
+def _unquote(href: str) -> str:
+    from urllib.parse import unquote
+
+    return unquote(href)
+
+
+def test_all_text_is_escaped(tmp_path):
+    recs = records("evil<b>model")
+    recs[0]["subchecks"][0]["description"] = "a < b & \"c\""
+    folder = make_report_folder(tmp_path, "evil-model", recs)
+    text = build_model_report(folder).read_text()
+    assert "<script>" not in text and "<b>model" not in text
+    assert "&lt;script&gt;alert(" in text and "evil&lt;b&gt;model" in text and "a &lt; b &amp; &quot;c&quot;" in text
+    assert 'src="ZZZ-9_logit_odd%3Cdata%3E.png"' in text  # file names are percent-encoded in links
+
+
+def test_a_missing_figure_is_said_not_linked(tmp_path):
+    folder = make_report_folder(tmp_path, figures=False)
+    page = _Page(build_model_report(folder).read_text())
+    assert page.images == [] and "No figure" in page.text
+
+
+def test_an_invalid_claims_json_is_flagged_on_the_page(tmp_path):
+    recs = records()
+    for r in recs:
+        del r["provenance"]["finished_at"]
+    page = _Page(build_model_report(make_report_folder(tmp_path, recs=recs)).read_text())
+    assert "schema-problems" in page.ids
+    assert "at provenance: 'finished_at' is a required property (4 of 4 records)" in page.text
+
+
+def test_readings_say_what_the_numbers_mean():
+    gtr1, gtr5, cso2, unknown = records()
+    assert "whole interval lies above it, so the main test holds" in reading(gtr1)
+    assert "1 of 1 further condition of the claim holds" in reading(gtr1)
+    assert "the whole interval lies above it: on this model the data point the other way" in reading(gtr5)
+    assert "does not hold on this model" in reading(gtr5)
+    assert "reported without a verdict" in reading(cso2)
+    assert "the interval contains 1" in reading(unknown) and "cannot decide" in reading(unknown)
+    failing = copy.deepcopy(gtr1)
+    failing["subchecks"][0].update(statistic=-0.1, ci_low=-0.2, ci_high=-0.05, verdict="contradicted")
+    failing["verdict"] = "contradicted"
+    assert "Not held: flip rate, early minus late layers" in reading(failing)
+    empty = {**gtr1, "statistic": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": 0}
+    assert "could not be computed" in reading(empty)
+
+
+def test_the_index_compares_all_models(tmp_path):
+    make_report_folder(tmp_path, "model-a")
+    only_two = records("model-b")[:2]
+    only_two[0].update(statistic=0.1, ci_low=0.05, ci_high=0.15, verdict="contradicted")
+    make_report_folder(tmp_path, "model-b", only_two)
+    (tmp_path / "benchmarks").mkdir()  # a folder without claims.json is not a model
+    index = build_index(tmp_path)
+    assert index == tmp_path / "index.html"
+    text = index.read_text()
+    page = _Page(text)
+    assert "model-a/index.html" in page.links and "model-b/index.html" in page.links
+    assert "benchmarks" not in text
+    assert text.count('class="claim-row"') == len(records())  # union of (claim, lens, dataset)
+    assert text.count("not run") == 2
+    assert "model-b/index.html#GTR-1_logit_prose-embedded" in page.links
+    assert "0.100 (0.050 to 0.150)" in page.text
+
+
+def test_build_reports_writes_every_model_and_the_index(tmp_path):
+    make_report_folder(tmp_path, "model-a")
+    make_report_folder(tmp_path, "model-b")
+    pages = build_reports(tmp_path)
+    assert pages == [tmp_path / "model-a" / "index.html", tmp_path / "model-b" / "index.html", tmp_path / "index.html"]
+    assert all(p.is_file() for p in pages)
+    assert not list(tmp_path.rglob(".index.html.*"))  # no temporary files left behind
+
+
+def test_no_results_is_a_clear_error(tmp_path):
+    with pytest.raises(NoResults, match="No model folder with a claims.json"):
+        build_reports(tmp_path)
+    with pytest.raises(NoResults, match="is not a folder"):
+        build_reports(tmp_path / "missing")
+    with pytest.raises(NoResults, match="claims.json does not exist"):
+        build_model_report(tmp_path)
+
+
+# ----------------------------------------------------------------------- CLI and pytest hook
+
+
+def test_cli_report_rebuilds_the_pages(tmp_path, capsys):
+    make_report_folder(tmp_path, "model-a")
+    assert cli_main(["report", "--report-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert str(tmp_path / "model-a" / "index.html") in out and str(tmp_path / "index.html") in out
+    assert (tmp_path / "index.html").is_file()
+    # one model's folder works too
+    assert cli_main(["report", "--report-dir", str(tmp_path / "model-a")]) == 0
+
+
+def test_cli_report_without_results_says_so(tmp_path, capsys):
+    assert cli_main(["report", "--report-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "No model folder with a claims.json" in err and "pytest claims/" in err
+
+
+def test_cli_report_warns_about_schema_problems(tmp_path, capsys):
+    recs = records()
+    del recs[0]["provenance"]["run_seconds"]
+    make_report_folder(tmp_path, "model-a", recs)
+    assert cli_main(["report", "--report-dir", str(tmp_path)]) == 0
+    assert "1 schema problem(s)" in capsys.readouterr().err
+
+
+def _root_conftest(config):
+    path = str(Path(REPO_ROOT, "conftest.py"))
+    plugin = next((p for p in config.pluginmanager.get_plugins() if getattr(p, "__file__", None) == path), None)
+    if plugin is None or not hasattr(plugin, "pytest_sessionfinish"):
+        pytest.skip("the root conftest.py is not loaded")
+    return plugin
+
+
+class _FakePluginManager:
+    def __init__(self):
+        self.plugins = {}
+
+    def get_plugin(self, name):
+        return self.plugins.get(name)
+
+    def unregister(self, name):
+        self.plugins.pop(name)
+
+    def register(self, plugin, name):
+        self.plugins[name] = plugin
+
+
+class _FakeReporter:
+    def __init__(self):
+        self.lines = []
+
+    def section(self, title):
+        self.lines.append(f"== {title}")
+
+    def write_line(self, line, **markup):
+        self.lines.append(line)
+
+
+def _session(conftest, report_dir: Path, results: list):
+    stash = pytest.Stash()
+    stash[conftest.RESULTS] = results
+    stash[conftest.RUN_CONFIG] = SimpleNamespace(report_dir=report_dir)
+    return SimpleNamespace(config=SimpleNamespace(stash=stash, pluginmanager=_FakePluginManager()))
+
+
+def _summary(session) -> list[str]:
+    reporter = _FakeReporter()
+    session.config.pluginmanager.get_plugin("depth-claims-report-summary").pytest_terminal_summary(reporter)
+    return reporter.lines
+
+
+def test_the_session_hook_builds_the_reports(pytestconfig, tmp_path):
+    conftest = _root_conftest(pytestconfig)
+    folder = make_report_folder(tmp_path, "model-a")
+    session = _session(conftest, tmp_path, [(None, {"claims": folder / "claims.json"})])
+    conftest.pytest_sessionfinish(session, 0)
+    assert (tmp_path / "index.html").is_file() and (folder / "index.html").is_file()
+    lines = _summary(session)
+    assert lines[0] == "== depth-claims report" and str(tmp_path / "index.html") in lines[1]
+    assert str(folder / "index.html") in lines[2]
+
+
+def test_the_session_hook_never_raises(pytestconfig, tmp_path):
+    conftest = _root_conftest(pytestconfig)
+    folder = tmp_path / "model-a"
+    folder.mkdir()
+    (folder / "claims.json").write_text("{not json")
+    session = _session(conftest, tmp_path, [(None, {"claims": folder / "claims.json"})])
+    conftest.pytest_sessionfinish(session, 1)  # must not raise
+    lines = _summary(session)
+    assert "WARNING: the HTML report was not built" in lines[1] and "is not valid JSON" in lines[1]
+    assert f"depth-claims report --report-dir {tmp_path}" in lines[1]
+
+
+def test_the_session_hook_does_nothing_without_claim_results(pytestconfig, tmp_path):
+    conftest = _root_conftest(pytestconfig)
+    make_report_folder(tmp_path, "model-a")
+    session = _session(conftest, tmp_path, [])
+    conftest.pytest_sessionfinish(session, 0)
+    assert not (tmp_path / "index.html").exists()
+    assert session.config.pluginmanager.get_plugin("depth-claims-report-summary") is None
