@@ -35,7 +35,7 @@ from harness.report.schema import (
     validate_record,
 )
 from harness.stats import Estimate
-from tests.report_data import make_report_folder, provenance, records
+from tests.report_data import make_report_folder, provenance, records, tiny_png
 
 REAL_CLAIMS = sorted((REPO_ROOT / "reports").glob("*/claims.json"))
 RUN_TIME_FIELDS = ("finished_at", "run_seconds")
@@ -112,6 +112,16 @@ def test_a_tuned_lens_with_its_hash_passes():
     record["lens"] = "tuned"
     record["provenance"]["lens"] = {"lens": "tuned", "lens_hash": "0123abcd", "alignment": "correct", "lens_source": "trained"}
     assert record_errors(record) == []
+
+
+def test_a_lens_comparison_records_every_lens_with_its_hash():
+    record = copy.deepcopy(records()[0])
+    record["lens"] = "logit-vs-tuned"
+    tuned = {"lens": "tuned", "lens_hash": "0123abcd", "alignment": "correct"}
+    record["provenance"]["lens"] = {"compared": [{"lens": "logit"}, tuned]}
+    assert record_errors(record) == []
+    record["provenance"]["lens"] = {"compared": [{"lens": "logit"}, {"lens": "tuned"}]}
+    assert record_errors(record) != []
 
 
 def test_a_file_with_a_repeated_record_fails():
@@ -438,3 +448,13 @@ def test_the_session_hook_does_nothing_without_claim_results(pytestconfig, tmp_p
     conftest.pytest_sessionfinish(session, 0)
     assert not (tmp_path / "index.html").exists()
     assert session.config.pluginmanager.get_plugin("depth-claims-report-summary") is None
+
+
+def test_the_tuned_lens_quality_figure_gets_its_own_section(tmp_path: Path):
+    folder = make_report_folder(tmp_path)
+    (folder / "tuned-lens-quality_tuned_prose-embedded.png").write_bytes(tiny_png())
+    (folder / "tuned-lens-quality_tuned_prose-embedded.csv").write_text("layer,logit_kl,tuned_kl\n0,5,1\n")
+    page = build_model_report(folder).read_text()
+    assert 'id="lens-quality"' in page and 'src="tuned-lens-quality_tuned_prose-embedded.png"' in page
+    assert 'href="tuned-lens-quality_tuned_prose-embedded.csv"' in page
+    assert 'id="lens-quality"' not in build_model_report(make_report_folder(tmp_path / "other")).read_text()

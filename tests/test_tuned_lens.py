@@ -237,3 +237,10 @@ def test_micro_batches_accumulate_to_the_same_step():
     split, _ = train_lens(loaded, backend, data, replace(TINY_RECIPE, steps=4, micro_batch_sequences=1))
     for a, b in zip(whole.translators.parameters(), split.translators.parameters()):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_train_lens_command_refuses_an_unknown_model(capsys):
+    from harness.cli import main
+
+    assert main(["train-lens", "--model", "no-such-model-xyz"]) == 2
+    assert "Unknown model 'no-such-model-xyz'" in capsys.readouterr().err

@@ -363,8 +363,31 @@ def build_model_report(folder: Path) -> Path:
     for r in records:
         out.append(_claim_section(folder, r, registry.get(r["claim"])))
 
+    out.append(_lens_quality_section(folder))
     out.append(_provenance_section(records))
     return _write(folder / "index.html", _page(f"depth-claims: {model}", "\n".join(out)))
+
+
+LENS_QUALITY_PREFIX = "tuned-lens-quality_"  # written by claims/test_tuned_lens.py
+
+
+def _lens_quality_section(folder: Path) -> str:
+    """The tuned lens's held-out KL against the logit lens's, per layer, when a run wrote it:
+    every tuned-lens claim above rests on it."""
+    figures = sorted(folder.glob(f"{LENS_QUALITY_PREFIX}*.png"))
+    if not figures:
+        return ""
+    out = [
+        '<h2 id="lens-quality">Tuned lens quality</h2>',
+        "<p>KL divergence from the model's final distribution to each lens's distribution, per layer, on "
+        "held-out text the tuned lens was not trained on (lower is better; 0 at the last layer by "
+        "construction). The tuned-lens claims are only as good as this curve.</p>",
+    ]
+    for png in figures:
+        csv = png.with_suffix(".csv")
+        link = f' · <a href="{href(csv.name)}">{esc(csv.name)}</a>' if csv.is_file() else ""
+        out.append(f'<figure><img src="{href(png.name)}" alt="{esc(png.stem)}"><figcaption>{esc(png.stem)}{link}</figcaption></figure>')
+    return "\n".join(out)
 
 
 def _schema_note(problems: list[str], n_records: int) -> str:

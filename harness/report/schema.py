@@ -47,20 +47,28 @@ SUBCHECK_SCHEMA: dict = {
     },
 }
 
+_ONE_LENS: dict = {
+    "type": "object",
+    "required": ["lens"],
+    "properties": {"lens": {"type": "string", "minLength": 1, "description": "Lens name."}},
+    "if": {"properties": {"lens": {"const": "logit"}}},
+    "then": True,
+    # "some property name contains 'hash'" == "not every property name lacks it"
+    "else": {"not": {"propertyNames": {"not": {"pattern": "hash"}}}},
+}
+
 LENS_IDENTITY_SCHEMA: dict = {
     "description": "The lens the layers were read with: null for claims that read no lens (interventions), "
-    "else the lens's identity. Every lens with parameters (anything but the logit lens, e.g. a tuned lens) "
-    "must carry a hash of them, in a property whose name contains 'hash'.",
+    "else the lens's identity, or {\"compared\": [identity, ...]} for claims that compare lenses (GTR-6/7). "
+    "Every lens with parameters (anything but the logit lens, e.g. a tuned lens) must carry a hash of them, "
+    "in a property whose name contains 'hash'; a tuned lens also records its alignment and source.",
     "oneOf": [
         {"type": "null"},
+        _ONE_LENS,
         {
             "type": "object",
-            "required": ["lens"],
-            "properties": {"lens": {"type": "string", "minLength": 1, "description": "Lens name."}},
-            "if": {"properties": {"lens": {"const": "logit"}}},
-            "then": True,
-            # "some property name contains 'hash'" == "not every property name lacks it"
-            "else": {"not": {"propertyNames": {"not": {"pattern": "hash"}}}},
+            "required": ["compared"],
+            "properties": {"compared": {"type": "array", "minItems": 2, "items": _ONE_LENS}},
         },
     ],
 }
