@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from claims.expectations import EXPECTED_NOT_REPLICATED
+from claims.snapshots import claim_snapshot, pytest_terminal_summary  # noqa: F401  (fixture, hook)
 from harness.claims.base import ClaimResult
 from harness.lens_training import TunedLensMissing
 
@@ -32,7 +33,7 @@ def _lens_available(request, need_lens):
 
 
 @pytest.fixture
-def publish(model_session, claim_results):
+def publish(model_session, claim_results, claim_snapshot):
     """Write the CSV, figure and claims.json record, then assert the verdict."""
 
     def _publish(result: ClaimResult, table, fig, trace=None, data: dict | None = None, lenses=None) -> None:
@@ -41,6 +42,7 @@ def publish(model_session, claim_results):
         provenance = model_session.provenance(None if lenses else model_session.lens_of_label(result.lens), trace, data, lenses)
         paths = model_session.writer.publish(result, table, fig, provenance)
         claim_results.append((result, paths))
+        claim_snapshot(result, table, provenance)  # fails on a number that moved beyond its tolerance
         if result.claim.threshold is None:
             return  # a curve the paper states no claim about: reported, not judged
         key = (result.claim.id, result.model, result.lens)

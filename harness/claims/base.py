@@ -2,9 +2,81 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from harness.stats import Direction, Estimate, Verdict, verdict
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How far a snapshotted number may move between runs: ``|got - expected| <= abs +
+    rel * |expected|`` (``math.isclose`` semantics with both bounds added). NaN matches NaN
+    only; ``None`` (a missing number, e.g. a bucket with no guesses) matches ``None`` only."""
+
+    rel: float = 0.0
+    abs: float = 0.0
+
+    def __post_init__(self):
+        if self.rel < 0 or self.abs < 0 or math.isnan(self.rel) or math.isnan(self.abs):
+            raise ValueError(f"Tolerance bounds must be >= 0, got rel={self.rel}, abs={self.abs}.")
+
+    def allows(self, expected: float | None, got: float | None) -> bool:
+        if expected is None or got is None:
+            return expected is None and got is None
+        if math.isnan(expected) or math.isnan(got):
+            return math.isnan(expected) and math.isnan(got)
+        if math.isinf(expected) or math.isinf(got):
+            return expected == got
+        return abs(got - expected) <= self.abs + self.rel * abs(expected)
+
+    def __str__(self) -> str:
+        return f"rel {self.rel:g}, abs {self.abs:g}"
+
+
+# The tolerances claims choose from, by the kind of number, from the measured run-to-run
+# variation (`python benchmarks/snapshot_variation.py [--default-model]`; tiny random
+# models of all 13 families, and the default model on 150 prefixes / 8 problems).
+#
+# EXACT: counts (n). Never moved but with bfloat16 instead of float32.
+EXACT = Tolerance(rel=0.0, abs=0.0)
+# DECISIONS: numbers counted from argmax, top-k or rank decisions (shares, flip rates,
+# overlaps, earliest layers, rank correlations). Measured: identical to the last digit
+# when repeated, with 1 vs 2 threads, with batch size 8 vs 3 (default model) or 1 (tiny
+# models), and in float64 instead of float32; also in bfloat16 when repeated or with 2
+# threads. The nearest top-1/top-2 logit gap of the tiny models is 1e-4 (100x float32
+# noise). What must fail: bfloat16 with another batch size (other kernel shapes, as after
+# a torch or CUDA update on the GPU runner) flipped about 1 decision in 150 prefixes of
+# the default model (GTR-1 statistic and shares moved by 0.0067 = 1/150, GTR-2 flip rates
+# by 0.018, CSO-4 overlaps by 7e-4); bfloat16 instead of float32 moved shares by 0.03
+# (default model) to 0.14 (tiny models). 1e-3 is below one flipped decision in the
+# default model's 534 prefixes (1.9e-3): no decision may flip on the snapshot's data,
+# while float summation and the 8 digits kept in JSON pass.
+DECISIONS = Tolerance(rel=0.0, abs=1e-3)
+# CONTINUOUS: numbers computed from activations (norms, cosines, KL, probabilities,
+# effects of interventions). Measured: max |diff| 8.4e-7 with 1 vs 2 threads (tiny
+# models; the default model: identical), 1e-6 with batch size 8 vs 3 (default model, KL
+# of about 10, relative 9e-8), 1.2e-6 float32 vs float64 (relative up to 3.7e-6 on
+# numbers >= 1e-3; 3.5e-5 for cosines near 1e-3, i.e. 6e-8 absolute). What must fail: bfloat16 with another batch size moved the default model's KL
+# by 1.8e-3 (relative 4e-4); bfloat16 instead of float32 moved these numbers by 1.4e-4 to
+# 6e-2. About 10x the float32 noise in abs, 100x in rel.
+CONTINUOUS = Tolerance(rel=1e-4, abs=1e-5)
+# Used for every snapshotted number a claim names no tolerance for.
+DEFAULT_TOLERANCE = CONTINUOUS
+
+
+def snapshot_tolerances(
+    statistic: Tolerance, curves: Tolerance, subchecks: Tolerance | None = None, **named: Tolerance
+) -> dict[str, Tolerance]:
+    """``Claim.tolerances`` for the common case: the statistic and its interval alike, n
+    exact, sub-checks like the statistic unless given, one tolerance for all curves;
+    ``named`` adds keys for single curves or curve families (``{"mean/kl_final_to_lens": ...}``
+    has to go through ``**{...}``)."""
+    return {
+        "statistic": statistic, "ci_low": statistic, "ci_high": statistic, "n": EXACT,
+        "subchecks": subchecks or statistic, "curves": curves, **named,
+    }
 
 
 @dataclass(frozen=True)
@@ -23,12 +95,31 @@ class Claim:
     threshold: float | None
     direction: Direction | None
     paper_value: str
+    # Snapshot tolerances (harness/report/snapshots.py), by field: "statistic", "ci_low",
+    # "ci_high", "n", "subchecks", "curves", or a curve name or its leading part
+    # ("share", "share/Top-10"); the longest matching key wins, DEFAULT_TOLERANCE otherwise.
+    tolerances: Mapping[str, Tolerance] = field(default_factory=dict, hash=False)
+
+    def tolerance(self, name: str) -> Tolerance:
+        """The tolerance of one snapshot field or curve (``"share/Top-10"`` falls back to
+        ``"share"``, then ``"curves"``)."""
+        parts = name.split("/")
+        for i in range(len(parts), 0, -1):
+            key = "/".join(parts[:i])
+            if key in self.tolerances:
+                return self.tolerances[key]
+        if len(parts) > 1 or name not in SCALAR_FIELDS:
+            return self.tolerances.get("curves", DEFAULT_TOLERANCE)
+        return DEFAULT_TOLERANCE
 
     def judge(self, est: Estimate) -> Verdict | None:
         if self.threshold is None or self.direction is None:
             return None
         return verdict(est.ci_low, est.ci_high, self.threshold, self.direction)
 
+
+# The scalar fields of a snapshot; every other tolerance key names a curve.
+SCALAR_FIELDS = ("statistic", "ci_low", "ci_high", "n", "subchecks")
 
 CLAIMS: dict[str, Claim] = {}
 

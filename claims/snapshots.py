@@ -1,0 +1,100 @@
+"""Snapshots of each model's claim numbers, checked when a claim result is published.
+
+Wiring (claims/conftest.py)::
+
+    from claims.snapshots import claim_snapshot, pytest_terminal_summary  # noqa: F401  (fixture, hook)
+
+    @pytest.fixture
+    def publish(model_session, claim_results, claim_snapshot):
+        def _publish(result, table, fig, trace=None, data=None):
+            ...
+            claim_results.append((result, paths))
+            claim_snapshot(result, table, provenance)  # before the verdict is judged
+            ...
+
+Snapshots live in ``claims/__snapshots__/<model>/<device>-<dtype>/<CLAIM>_<lens>_<dataset>.json``
+(``DEPTH_CLAIMS_SNAPSHOT_DIR`` moves them). A result is compared only where its file
+exists: a model, device or dtype nobody recorded reports "no snapshot yet" in the
+terminal summary and fails nothing; a snapshot recorded on other prompts (another
+``--max-examples`` or ``--data-dir``) is "not compared". A number that moved beyond its
+tolerance fails the test with the claim, field, layer, expected and received value;
+``pytest claims/ --snapshot-update`` records new numbers. Every check is also written to
+``<report-dir>/<model>/snapshot_checks.json``, which
+``python -m harness.report.snapshots <report-dir>`` turns into a pass/fail gate (the
+nightly GPU workflow's, where claim failures are findings, not regressions).
+
+These files are not syrupy's: no test in claims/ uses syrupy's ``snapshot`` fixture.
+(If one ever does, syrupy would scan ``claims/__snapshots__`` and could take these files
+for unused snapshots of its own: keep such a test's snapshots elsewhere.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from harness.claims.base import ClaimResult
+from harness.report.snapshots import CHECKS_FILE, ModelSnapshots, SnapshotCheck
+
+SNAPSHOT_DIR = Path(__file__).resolve().parent / "__snapshots__"
+CHECKS = pytest.StashKey[list]()
+WRITTEN = pytest.StashKey[set]()
+
+
+def snapshot_dir() -> Path:
+    return Path(os.environ.get("DEPTH_CLAIMS_SNAPSHOT_DIR") or SNAPSHOT_DIR)
+
+
+def _record(path: Path, fresh: bool, result: ClaimResult, check: SnapshotCheck) -> None:
+    """Add one check to the model's snapshot_checks.json (started afresh by each run)."""
+    records = [] if fresh or not path.is_file() else json.loads(path.read_text(encoding="utf-8"))
+    entry = check.record(result)
+    key = (entry["claim"], entry["lens"], entry["dataset"])
+    records = [r for r in records if (r["claim"], r["lens"], r["dataset"]) != key] + [entry]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(records, indent=1), encoding="utf-8")
+    tmp.replace(path)
+
+
+def make_claim_snapshot(config, model_session):
+    """The checker behind :func:`claim_snapshot` (``config``: the pytest config)."""
+    update = bool(getattr(config.option, "update_snapshots", False))
+    snapshots = ModelSnapshots(snapshot_dir(), update=update)
+    checks = config.stash.setdefault(CHECKS, [])
+    written = config.stash.setdefault(WRITTEN, set())
+    checks_path = Path(model_session.config.report_dir) / model_session.loaded.spec.slug / CHECKS_FILE
+
+    def _check(result: ClaimResult, table, provenance: dict) -> SnapshotCheck:
+        check = snapshots.check(result, table, provenance)
+        checks.append(check)
+        _record(checks_path, checks_path not in written, result, check)
+        written.add(checks_path)
+        if check.regressed:
+            pytest.fail(check.message, pytrace=False)
+        return check
+
+    return _check
+
+
+@pytest.fixture
+def claim_snapshot(pytestconfig: pytest.Config, model_session):
+    """``claim_snapshot(result, table, provenance) -> SnapshotCheck``: compare a published
+    result with its model's snapshot; fail the test on a regression."""
+    return make_claim_snapshot(pytestconfig, model_session)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    checks = config.stash.get(CHECKS, [])
+    if not checks:
+        return
+    terminalreporter.section("depth-claims snapshots")
+    counts: dict[str, int] = {}
+    for check in checks:
+        counts[check.status] = counts.get(check.status, 0) + 1
+        if check.status != "matched":
+            terminalreporter.write_line(f"{check.status}: {check.message.splitlines()[0]}")
+    terminalreporter.write_line(", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
