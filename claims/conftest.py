@@ -33,7 +33,7 @@ def _lens_available(request, need_lens):
 
 
 @pytest.fixture
-def publish(model_session, claim_results, claim_snapshot):
+def publish(model_session, claim_results, claim_snapshot):  # noqa: F811  (the imported fixture)
     """Write the CSV, figure and claims.json record, then assert the verdict."""
 
     def _publish(result: ClaimResult, table, fig, trace=None, data: dict | None = None, lenses=None) -> None:

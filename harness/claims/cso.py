@@ -21,7 +21,13 @@ from harness.claims.base import (
     register,
     snapshot_tolerances,
 )
-from harness.stats import Estimate, bootstrap_column_means, estimate, percentile_interval, ratio_estimate
+from harness.stats import (
+    Estimate,
+    bootstrap_column_means,
+    estimate,
+    percentile_interval,
+    ratio_estimate,
+)
 from harness.trace import LayerTrace, ReductionSpec
 
 PAPER = "Csordás, Manning, Potts 2025, Do Language Models Use Their Depth Efficiently? (arXiv 2505.13898)"
@@ -49,10 +55,10 @@ class Sizes:
     baseline_prompts: int = 10  # GSM8K prompts whose mean residual is the erasure value
     ig_steps: int = 16  # midpoint rule; the completeness error is reported per result
 
-    def capped(self, max_examples: int | None) -> "Sizes":
+    def capped(self, max_examples: int | None) -> Sizes:
         if max_examples is None:
             return self
-        cap = lambda n: min(n, max_examples)  # noqa: E731
+        cap = lambda n: min(n, max_examples)
         return Sizes(
             cap(self.contributions), cap(self.skip), self.skip_positions, cap(self.refinement),
             cap(self.maps), cap(self.baseline_prompts), self.ig_steps,
@@ -297,7 +303,7 @@ def cso4_second_half_refines(trace: LayerTrace, model: str, lens: str, dataset: 
     prompts = np.unique(trace.example)
     overlap = topk_overlap(trace)
     # Per prompt means over positions: [prompts, L + 1].
-    per_prompt = lambda v: np.stack([v[:, trace.example == p].mean(1) for p in prompts])  # noqa: E731
+    per_prompt = lambda v: np.stack([v[:, trace.example == p].mean(1) for p in prompts])
     ov, kl = per_prompt(overlap), per_prompt(trace.kl_final)
     inputs = ov[:, :n_layers]  # block inputs h_0 .. h_{L-1}, as in the paper
     rise = (inputs[:, n_layers - 1] - inputs[:, mid]) - (inputs[:, mid] - inputs[:, 0])

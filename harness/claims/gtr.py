@@ -6,10 +6,10 @@ written into its :class:`Claim` and stay stable (a change bumps the claim's vers
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
-
-from dataclasses import dataclass
 
 from harness.claims.base import (
     CONTINUOUS,
@@ -22,9 +22,14 @@ from harness.claims.base import (
 )
 from harness.data.choices import ChoiceTask
 from harness.data.prose import Corpus
-from harness.data.tokens import TokenBoundaryError, continuation_ids, starts_with_special, truncate_left
-from harness.metrics import settled_layer
+from harness.data.tokens import (
+    TokenBoundaryError,
+    continuation_ids,
+    starts_with_special,
+    truncate_left,
+)
 from harness.frequency import BUCKETS, FrequencyTable
+from harness.metrics import settled_layer
 from harness.stats import bootstrap_mean, bootstrap_ratio, estimate, ratio_estimate
 from harness.trace import TARGET_RANKS, LayerTrace, ReductionSpec, TraceRequest
 

@@ -7,7 +7,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from harness.claims.base import CONTINUOUS, DECISIONS, Claim, ClaimResult, register, snapshot_tolerances
+from harness.claims.base import (
+    CONTINUOUS,
+    DECISIONS,
+    Claim,
+    ClaimResult,
+    register,
+    snapshot_tolerances,
+)
 from harness.claims.gtr import PAPER, early_layers
 from harness.frequency import FrequencyTable
 from harness.lens_training import DOWNWEIGHT_FREQUENT

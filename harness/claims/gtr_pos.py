@@ -25,7 +25,7 @@ word's first model token). Choices fixed here (a change bumps the claim's versio
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -39,7 +39,14 @@ from harness.claims.base import (
     snapshot_tolerances,
 )
 from harness.claims.gtr import PAPER
-from harness.data.pos import CONTENT_TAGS, FUNCTION_TAGS, POS_MAX_TOKENS, POS_MIN_CONTEXT, TAGS, POSExample
+from harness.data.pos import (
+    CONTENT_TAGS,
+    FUNCTION_TAGS,
+    POS_MAX_TOKENS,
+    POS_MIN_CONTEXT,
+    TAGS,
+    POSExample,
+)
 from harness.metrics import K_GRID, earliest_layer, settled_layer
 from harness.stats import Estimate, bootstrap_column_means, percentile_interval
 from harness.trace import TARGET_RANKS, LayerTrace
