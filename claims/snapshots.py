@@ -12,7 +12,7 @@ Wiring (claims/conftest.py)::
             claim_snapshot(result, table, provenance)  # before the verdict is judged
             ...
 
-Snapshots live in ``claims/__snapshots__/<model>/<device>-<dtype>/<CLAIM>_<lens>_<dataset>.json``
+Snapshots live in ``claims/recorded_snapshots/<model>/<device>-<dtype>/<CLAIM>_<lens>_<dataset>.json``
 (``DEPTH_CLAIMS_SNAPSHOT_DIR`` moves them). A result is compared only where its file
 exists: a model, device or dtype nobody recorded reports "no snapshot yet" in the
 terminal summary and fails nothing; a snapshot recorded on other prompts (another
@@ -24,8 +24,8 @@ tolerance fails the test with the claim, field, layer, expected and received val
 nightly GPU workflow's, where claim failures are findings, not regressions).
 
 These files are not syrupy's: no test in claims/ uses syrupy's ``snapshot`` fixture.
-(If one ever does, syrupy would scan ``claims/__snapshots__`` and could take these files
-for unused snapshots of its own: keep such a test's snapshots elsewhere.)
+The folder is deliberately not named ``__snapshots__``: syrupy's ``--snapshot-update``
+deletes every file under a ``__snapshots__`` folder that no syrupy assertion used.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import pytest
 from harness.claims.base import ClaimResult
 from harness.report.snapshots import CHECKS_FILE, ModelSnapshots, SnapshotCheck
 
-SNAPSHOT_DIR = Path(__file__).resolve().parent / "__snapshots__"
+SNAPSHOT_DIR = Path(__file__).resolve().parent / "recorded_snapshots"
 CHECKS = pytest.StashKey[list]()
 WRITTEN = pytest.StashKey[set]()
 

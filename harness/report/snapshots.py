@@ -25,7 +25,7 @@ Two ways to use it:
   snapshot_value(result, table)`` (``--snapshot-update`` records new numbers, syrupy's
   normal flow); see ``tests/test_snapshots_tiny.py``;
 - for real models in ``claims/``: :class:`ModelSnapshots` keeps one file per (model,
-  device and dtype, claim, lens, dataset) under ``claims/__snapshots__/`` and compares
+  device and dtype, claim, lens, dataset) under ``claims/recorded_snapshots/`` and compares
   only where a file exists (a model without snapshots reports "no snapshot yet"); see
   ``claims/snapshots.py`` and ``docs/nightly-gpu.md``.
 
