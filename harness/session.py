@@ -32,7 +32,8 @@ from harness.lens_training import kl_table, obtain_lens, pack_corpus, resolve_re
 from harness.lenses import Lens, LogitLens, make_lens
 from harness.models import load_model, resolve
 from harness.report.outputs import ReportWriter
-from harness.trace import ENGINE_VERSION, LayerTrace, TraceEngine
+from harness.shared_pass import capture_shared
+from harness.trace import ENGINE_VERSION, CapturedRows, LayerTrace, TraceEngine, TraceRequest
 from harness.tuned_lens import LensMismatch, TunedLens, load_published
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class ModelSession:
         self.writer = ReportWriter(Path(config.report_dir) / self.loaded.spec.slug)
         self._lenses: dict[str, Lens] = {}
         self._traces: dict[tuple, LayerTrace] = {}
-        self._pos_examples: tuple[pos.POSExample, ...] = ()
+        self._prose_rows: dict[str, CapturedRows] | None = None
 
     @property
     def name(self) -> str:
@@ -160,24 +161,49 @@ class ModelSession:
     def prefix_trace_for(self, lens: Lens) -> LayerTrace:
         key = ("prefixes", json.dumps(lens.identity, sort_keys=True))
         if key not in self._traces:
-            request = gtr.prefix_request(self.corpus, self.loaded.tokenizer, self.config.max_examples)
-            spec = gtr.prefix_reductions(self.frequency)
-            self._traces[key] = self.engine.trace(request, lens, spec)
+            request = self.prefix_request
+            rows = lambda: self.prose_rows()[request.name]  # noqa: E731 - only on a cache miss
+            self._traces[key] = self.engine.trace(request, lens, gtr.prefix_reductions(self.frequency), rows=rows)
         return self._traces[key]
+
+    @cached_property
+    def prefix_request(self) -> TraceRequest:
+        return gtr.prefix_request(self.corpus, self.loaded.tokenizer, self.config.max_examples)
 
     @cached_property
     def pos_tags(self) -> pos.TaggedCorpus:
         return pos.tag_corpus(self.corpus)
 
+    @cached_property
+    def _pos_request(self) -> tuple[TraceRequest, tuple[pos.POSExample, ...]]:
+        return pos.pos_examples(self.corpus, self.pos_tags, self.loaded.tokenizer, self.config.max_examples)
+
     def pos_trace(self, lens_name: str) -> tuple[LayerTrace, tuple[pos.POSExample, ...]]:
         """The GTR-3 trace: the position before the first word of each tag, per paragraph."""
+        request, examples = self._pos_request
         key = ("pos", lens_name)
         if key not in self._traces:
-            request, self._pos_examples = pos.pos_examples(
-                self.corpus, self.pos_tags, self.loaded.tokenizer, self.config.max_examples
-            )
-            self._traces[key] = self.engine.trace(request, self.lens(lens_name), gtr_pos.POS_REDUCTIONS)
-        return self._traces[key], self._pos_examples
+            rows = lambda: self.prose_rows()[request.name]  # noqa: E731 - only on a cache miss
+            self._traces[key] = self.engine.trace(request, self.lens(lens_name), gtr_pos.POS_REDUCTIONS, rows=rows)
+        return self._traces[key], examples
+
+    @cached_property
+    def prose_carriers(self) -> list[list[int]]:
+        """Each paragraph's tokens, tokenised as the GTR-1 and GTR-3 prompts are (those
+        prompts are token prefixes of these, which ``shared_pass`` checks prompt by prompt)."""
+        limit = max(gtr.PREFIX_MAX_TOKENS, pos.POS_MAX_TOKENS)
+        tok = self.loaded.tokenizer
+        return [list(tok(p.text, truncation=True, max_length=limit)["input_ids"]) for p in self.corpus.paragraphs]
+
+    def prose_rows(self) -> dict[str, CapturedRows]:
+        """The GTR-1/2/6/7 and GTR-3 rows of the prose corpus from one forward pass per
+        paragraph; every lens is applied to them (no further forward pass)."""
+        if self._prose_rows is None:
+            requests = [self.prefix_request, self._pos_request[0]]
+            started = time.perf_counter()
+            self._prose_rows = capture_shared(self.engine, requests, self.prose_carriers)
+            log.info("shared prose pass: %.1f s", time.perf_counter() - started)
+        return self._prose_rows
 
     @cached_property
     def facts(self) -> FactSet:

@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
@@ -293,10 +293,23 @@ class TraceEngine:
             "spec": spec.key(),
         }
 
-    def trace(self, request: TraceRequest, lens: Lens, spec: ReductionSpec = ReductionSpec()) -> LayerTrace:
+    def trace(
+        self,
+        request: TraceRequest,
+        lens: Lens,
+        spec: ReductionSpec = ReductionSpec(),
+        rows: "CapturedRows | Callable[[], CapturedRows] | None" = None,
+    ) -> LayerTrace:
+        """The trace of ``request`` through ``lens``: from the cache, else computed. ``rows``:
+        residuals captured earlier for this request (or a function that captures them, called
+        only on a cache miss), so that another lens on the same prompts needs no forward pass."""
         key = self.cache_key(request, lens, spec)
+
+        def compute() -> LayerTrace:
+            return self._compute(request, lens, spec, key, rows() if callable(rows) else rows)
+
         if self.cache is None:
-            return self._compute(request, lens, spec, key)
+            return compute()
         hit = self.cache.get(key)
         if hit is not None:
             self.stats.cache_hits += 1
@@ -306,52 +319,67 @@ class TraceEngine:
             if hit is not None:
                 self.stats.cache_hits += 1
                 return hit
-            result = self._compute(request, lens, spec, key)
+            result = compute()
             self.cache.put(key, result)
         return result
 
-    @torch.inference_mode()
-    def _compute(self, request: TraceRequest, lens: Lens, spec: ReductionSpec, key: dict) -> LayerTrace:
-        loaded = self.loaded
-        n_layers, vocab = loaded.n_layers, loaded.vocab_size
-        head_device = loaded.adapter.unembed_of(loaded.model).weight.device
-        set_matrix = None
-        if spec.token_sets:
-            set_matrix = torch.zeros(vocab, len(spec.token_sets), dtype=torch.float32, device=head_device)
-            for j, (_, ids) in enumerate(spec.token_sets):
-                set_matrix[torch.tensor(ids, dtype=torch.long), j] = 1.0
-        n_opt = 0 if request.option_ids is None else len(request.option_ids[0])
-        chunk_rows = max(1, self.chunk_bytes // (vocab * 4))
+    def _set_matrix(self, spec: ReductionSpec, head_device) -> torch.Tensor | None:
+        if not spec.token_sets:
+            return None
+        matrix = torch.zeros(self.loaded.vocab_size, len(spec.token_sets), dtype=torch.float32, device=head_device)
+        for j, (_, ids) in enumerate(spec.token_sets):
+            matrix[torch.tensor(ids, dtype=torch.long), j] = 1.0
+        return matrix
+
+    def _batches(self, request: TraceRequest) -> list[list[int]]:
         order = sorted(range(len(request.token_ids)), key=lambda i: -len(request.token_ids[i]))
-        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        parts: list[dict[str, np.ndarray]] = []
-        bar = tqdm(
-            batches,
-            desc=f"trace {loaded.spec.name} · {lens.name} lens · {request.name}",
-            unit="batch",
-            disable=not self.progress,
-            leave=False,
-        )
-        for batch in bar:
-            parts.append(self._trace_batch(request, batch, lens, spec, set_matrix, n_opt, chunk_rows, head_device))
-        merged = {k: np.concatenate([p[k] for p in parts], axis=-1 if k in _ROW_FIELDS else 1) for k in parts[0]}
-        # Rows back in prompt order, then position order.
-        row_order = np.lexsort((merged["position"], merged["example"]))
-        for k, v in merged.items():
-            merged[k] = v[row_order] if k in _ROW_FIELDS else v[:, row_order]
+        return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+
+    @torch.inference_mode()
+    def _compute(self, request: TraceRequest, lens: Lens, spec: ReductionSpec, key: dict, rows: "CapturedRows | None" = None) -> LayerTrace:
+        """Forward pass and lens per batch (rows never outlive their batch), or, with
+        ``rows``, the lens on residuals captured earlier (no forward pass)."""
+        head_device = self.loaded.adapter.unembed_of(self.loaded.model).weight.device
+        set_matrix = self._set_matrix(spec, head_device)
+        chunk_rows = max(1, self.chunk_bytes // (self.loaded.vocab_size * 4))
+        if rows is not None:
+            if rows.content_hash != request.content_hash():
+                raise ValueError(f"The captured rows are of another request than {request.name!r}.")
+            parts = [reduce_rows(rows, lens, spec, set_matrix, chunk_rows)]
+        else:
+            bar = tqdm(
+                self._batches(request),
+                desc=f"trace {self.loaded.spec.name} · {lens.name} lens · {request.name}",
+                unit="batch",
+                disable=not self.progress,
+                leave=False,
+            )
+            parts = [reduce_rows(self._capture_batch(request, batch), lens, spec, set_matrix, chunk_rows) for batch in bar]
+        merged = _merge_rows(parts)
         self.stats.traces_computed += 1
         meta = {
             "key": key,
-            "n_layers": n_layers,
-            "vocab_size": vocab,
+            "n_layers": self.loaded.n_layers,
+            "vocab_size": self.loaded.vocab_size,
             "n_prompts": len(request.token_ids),
             "token_sets": spec.set_names,
             "topk": spec.topk,
         }
         return LayerTrace(meta=meta, **merged)
 
-    def _trace_batch(self, request, batch, lens, spec, set_matrix, n_opt, chunk_rows, head_device) -> dict[str, np.ndarray]:
+    @torch.inference_mode()
+    def capture(self, request: TraceRequest) -> "CapturedRows":
+        """The residuals ``h_0 .. h_L`` and the model's logits at every read row of
+        ``request`` (one forward pass per batch), kept so that any number of lenses can be
+        applied later without running the model again (:meth:`trace` with ``rows``)."""
+        bar = tqdm(self._batches(request), desc=f"forward {self.loaded.spec.name} · {request.name}", unit="batch",
+                   disable=not self.progress, leave=False)
+        parts = [self._capture_batch(request, batch) for batch in bar]
+        return CapturedRows.concat(parts, request)
+
+    def _capture_batch(self, request: TraceRequest, batch: list[int]) -> "CapturedRows":
         loaded = self.loaded
+        head_device = loaded.adapter.unembed_of(loaded.model).weight.device
         seqs = [request.token_ids[i] for i in batch]
         ids, mask = _pad_batch(seqs, loaded.tokenizer.pad_token_id)
         b_idx, p_idx, example, gold, options = [], [], [], [], []
@@ -361,57 +389,144 @@ class TraceEngine:
                 p_idx.append(p)
                 example.append(i)
                 gold.append(seqs[b][p + 1] if p + 1 < len(seqs[b]) else -1)
-                if n_opt:
+                if request.option_ids is not None:
                     options.append(request.option_ids[i])
-        batch_idx, pos_idx = torch.tensor(b_idx), torch.tensor(p_idx)
-        captured, final_logits = self.backend.read_rows(ids, mask, batch_idx, pos_idx)
-        final_logits = final_logits.to(head_device)
+        captured, final_logits = self.backend.read_rows(ids, mask, torch.tensor(b_idx), torch.tensor(p_idx))
         self.stats.forward_passes += 1
-        final_id = final_logits.argmax(-1)
-        gold_t = torch.tensor(gold, dtype=torch.long, device=head_device)
-        target_cols = [final_id, gold_t.clamp(min=0)]
-        targets = torch.stack(target_cols, dim=1)
-        if n_opt:
-            targets = torch.cat([targets, torch.tensor(options, dtype=torch.long, device=head_device)], dim=1)
-        n_rows = len(b_idx)
-        pieces: dict[str, list] = {}
-        for start in range(0, n_rows, chunk_rows):
-            sl = slice(start, start + chunk_rows)
-            final = FinalDistribution.from_logits(final_logits[sl]) if spec.kl else None
-            per_layer: dict[str, list] = {}
-            for layer in range(loaded.n_layers + 1):
-                if layer == loaded.n_layers:
-                    logits = final_logits[sl]  # the model's own logits: exact at l = L
-                else:
-                    logits = lens.logits(captured[layer][sl], layer)
-                for k, v in reduce_logits(logits, targets[sl], spec, final, set_matrix).items():
-                    per_layer.setdefault(k, []).append(v.cpu())
-            for k, v in per_layer.items():
-                pieces.setdefault(k, []).append(torch.stack(v))
-        stacked = {k: torch.cat(v, dim=1).numpy() for k, v in pieces.items()}
-        unknown_gold = gold_t.cpu().numpy() < 0
-        result = {
-            "example": np.array(example, dtype=np.int32),
-            "position": np.array(p_idx, dtype=np.int32),
-            "input_id": np.array([seqs[b][p] for b, p in zip(b_idx, p_idx)], dtype=np.int32),
-            "gold_id": gold_t.cpu().numpy().astype(np.int32),
-            "final_id": final_id.cpu().numpy().astype(np.int32),
-            "top1": stacked["top1"].astype(np.int32),
-            "final_rank": stacked["rank"][:, :, 0].astype(np.int32),
-            "gold_rank": np.where(unknown_gold, 0, stacked["rank"][:, :, 1]).astype(np.int32),
-        }
-        if "topk" in stacked:
-            result["topk"] = stacked["topk"].astype(np.int32)
-        if n_opt:
-            result["option_rank"] = stacked["rank"][:, :, 2:].astype(np.int32)
-        if "logprob" in stacked:
-            lp = stacked["logprob"].astype(np.float32)
-            result["final_logprob"] = lp[:, :, 0]
-            result["gold_logprob"] = np.where(unknown_gold, np.nan, lp[:, :, 1]).astype(np.float32)
-            if n_opt:
-                result["option_logprob"] = lp[:, :, 2:]
-        for name, k in (("kl_final", "kl"), ("entropy", "entropy"), ("set_mass", "set_mass")):
-            if k in stacked:
-                result[name] = stacked[k].astype(np.float32)
-        return result
+        return CapturedRows(
+            request_name=request.name,
+            content_hash="",
+            resid=[h.to(head_device) for h in captured],
+            final_logits=final_logits.to(head_device),
+            example=np.array(example, dtype=np.int32),
+            position=np.array(p_idx, dtype=np.int32),
+            input_id=np.array([seqs[b][p] for b, p in zip(b_idx, p_idx)], dtype=np.int32),
+            gold_id=np.array(gold, dtype=np.int32),
+            option_ids=None if not options else np.array(options, dtype=np.int64),
+        )
 
+
+@dataclass
+class CapturedRows:
+    """What a forward pass left at the read rows of a request: ``h_0 .. h_L`` (each
+    [N, D], the model's dtype) and the model's own logits [N, V]; rows in the order of
+    ``example`` / ``position``. A lens turns them into a LayerTrace (``reduce_rows``)."""
+
+    request_name: str
+    content_hash: str  # of the request the rows belong to ("" for one batch's rows)
+    resid: list[torch.Tensor]
+    final_logits: torch.Tensor
+    example: np.ndarray
+    position: np.ndarray
+    input_id: np.ndarray
+    gold_id: np.ndarray
+    option_ids: np.ndarray | None = None  # [N, n_options]
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.example)
+
+    @classmethod
+    def concat(cls, parts: list["CapturedRows"], request: TraceRequest) -> "CapturedRows":
+        """Rows of several batches, back in prompt order, then position order."""
+        example = np.concatenate([p.example for p in parts])
+        position = np.concatenate([p.position for p in parts])
+        order = np.lexsort((position, example))
+        index = torch.as_tensor(order)
+        n_points = len(parts[0].resid)
+        return cls(
+            request_name=request.name,
+            content_hash=request.content_hash(),
+            resid=[torch.cat([p.resid[r] for p in parts])[index.to(parts[0].resid[r].device)] for r in range(n_points)],
+            final_logits=torch.cat([p.final_logits for p in parts])[index.to(parts[0].final_logits.device)],
+            example=example[order],
+            position=position[order],
+            input_id=np.concatenate([p.input_id for p in parts])[order],
+            gold_id=np.concatenate([p.gold_id for p in parts])[order],
+            option_ids=None if parts[0].option_ids is None else np.concatenate([p.option_ids for p in parts])[order],
+        )
+
+    @classmethod
+    def select(cls, rows: "CapturedRows", index: np.ndarray, request: TraceRequest, example: np.ndarray) -> "CapturedRows":
+        """Rows ``index`` of a shared capture, renumbered as prompts ``example`` of ``request``."""
+        idx = torch.as_tensor(index, dtype=torch.long)
+        position = rows.position[index]
+        gold = np.array(
+            [request.token_ids[e][p + 1] if p + 1 < len(request.token_ids[e]) else -1 for e, p in zip(example, position)],
+            dtype=np.int32,
+        )
+        options = None
+        if request.option_ids is not None:
+            options = np.array([request.option_ids[e] for e in example], dtype=np.int64)
+        return cls(
+            request_name=request.name,
+            content_hash=request.content_hash(),
+            resid=[h[idx.to(h.device)] for h in rows.resid],
+            final_logits=rows.final_logits[idx.to(rows.final_logits.device)],
+            example=np.asarray(example, dtype=np.int32),
+            position=position.astype(np.int32),
+            input_id=rows.input_id[index],
+            gold_id=gold,
+            option_ids=options,
+        )
+
+
+def _merge_rows(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    merged = {k: np.concatenate([p[k] for p in parts], axis=-1 if k in _ROW_FIELDS else 1) for k in parts[0]}
+    # Rows back in prompt order, then position order.
+    row_order = np.lexsort((merged["position"], merged["example"]))
+    return {k: v[row_order] if k in _ROW_FIELDS else v[:, row_order] for k, v in merged.items()}
+
+
+@torch.inference_mode()
+def reduce_rows(
+    rows: CapturedRows, lens: Lens, spec: ReductionSpec, set_matrix: torch.Tensor | None, chunk_rows: int
+) -> dict[str, np.ndarray]:
+    """The lens at every layer on captured rows, reduced chunk by chunk (full-vocabulary
+    logits never outlive a chunk). At ``l = L`` the row is the model's own logits."""
+    final_logits = rows.final_logits
+    device = final_logits.device
+    final_id = final_logits.argmax(-1)
+    gold_t = torch.as_tensor(rows.gold_id, dtype=torch.long, device=device)
+    targets = torch.stack([final_id, gold_t.clamp(min=0)], dim=1)
+    if rows.option_ids is not None:
+        targets = torch.cat([targets, torch.as_tensor(rows.option_ids, dtype=torch.long, device=device)], dim=1)
+    n_layers = len(rows.resid) - 1
+    pieces: dict[str, list] = {}
+    for start in range(0, rows.n_rows, chunk_rows):
+        sl = slice(start, start + chunk_rows)
+        final = FinalDistribution.from_logits(final_logits[sl]) if spec.kl else None
+        per_layer: dict[str, list] = {}
+        for layer in range(n_layers + 1):
+            logits = final_logits[sl] if layer == n_layers else lens.logits(rows.resid[layer][sl], layer)
+            for k, v in reduce_logits(logits, targets[sl], spec, final, set_matrix).items():
+                per_layer.setdefault(k, []).append(v.cpu())
+        for k, v in per_layer.items():
+            pieces.setdefault(k, []).append(torch.stack(v))
+    stacked = {k: torch.cat(v, dim=1).numpy() for k, v in pieces.items()}
+    unknown_gold = rows.gold_id < 0
+    result = {
+        "example": rows.example.astype(np.int32),
+        "position": rows.position.astype(np.int32),
+        "input_id": rows.input_id.astype(np.int32),
+        "gold_id": rows.gold_id.astype(np.int32),
+        "final_id": final_id.cpu().numpy().astype(np.int32),
+        "top1": stacked["top1"].astype(np.int32),
+        "final_rank": stacked["rank"][:, :, 0].astype(np.int32),
+        "gold_rank": np.where(unknown_gold, 0, stacked["rank"][:, :, 1]).astype(np.int32),
+    }
+    n_opt = 0 if rows.option_ids is None else rows.option_ids.shape[1]
+    if "topk" in stacked:
+        result["topk"] = stacked["topk"].astype(np.int32)
+    if n_opt:
+        result["option_rank"] = stacked["rank"][:, :, 2:].astype(np.int32)
+    if "logprob" in stacked:
+        lp = stacked["logprob"].astype(np.float32)
+        result["final_logprob"] = lp[:, :, 0]
+        result["gold_logprob"] = np.where(unknown_gold, np.nan, lp[:, :, 1]).astype(np.float32)
+        if n_opt:
+            result["option_logprob"] = lp[:, :, 2:]
+    for name, k in (("kl_final", "kl"), ("entropy", "entropy"), ("set_mass", "set_mass")):
+        if k in stacked:
+            result[name] = stacked[k].astype(np.float32)
+    return result
