@@ -3,8 +3,8 @@ forward passes the model ran; per run, the seconds spent obtaining self-trained 
 
 Loaded with ``-p benchmarks.suite_plugin``; writes JSON to ``$DEPTH_CLAIMS_SUITE_RECORD``.
 It counts forward passes with a pre-hook on each session's model (every call of the model,
-traces and interventions alike) and times ``ModelSession._fit_lenses`` (the closed-form
-fit and any KL polish, including the forward pass it shares with the GTR traces).
+traces and interventions alike) and times ``ModelSession.trained_lens`` (fitting a missing
+self-trained lens, or reading it from the cache).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def _count(*_args) -> None:
 
 
 _original_init = _session.ModelSession.__init__
-_original_fit = _session.ModelSession._fit_lenses
+_original_fit = _session.ModelSession.trained_lens
 
 
 def _init(self, *args, **kwargs):
@@ -45,7 +45,7 @@ def _fit(self, *args, **kwargs):
 
 
 _session.ModelSession.__init__ = _init
-_session.ModelSession._fit_lenses = _fit
+_session.ModelSession.trained_lens = _fit
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -2,7 +2,7 @@
 
     depth-claims models                      list the registered model names
     depth-claims report [--report-dir DIR]   rebuild the HTML reports from the results on disk
-    depth-claims train-lens --model NAME     train (or find cached) tuned lenses for a model
+    depth-claims train-lens --model NAME     fit (or find cached) tuned lenses for a model
 """
 
 from __future__ import annotations
@@ -63,8 +63,9 @@ def _report(args) -> int:
 
 
 def _train_lens(args) -> int:
-    """Train the tuned lenses the claims need for one model (the standard one, and GTR-7's
-    down-weighted one with --weighting both), or report the cached ones."""
+    """Fit the tuned lenses the claims need for one model (the standard one, and GTR-7's
+    down-weighted one with --weighting both), or report the cached ones. The default recipe
+    on a CPU is the closed form (ridge least squares on the whole training split)."""
     from harness.lens_training import WEIGHTINGS
     from harness.models import UnknownModel, resolve
     from harness.session import ModelSession, RunConfig
@@ -87,8 +88,12 @@ def _train_lens(args) -> int:
         lens = session.trained_lens(weighting)
         record = lens.training_record or {}
         print(f"{weighting} tuned lens for {session.name}: {lens.source['key']}")
-        print(f"  recipe {record.get('recipe', {}).get('name')}: {record.get('steps')} steps, "
-              f"{record.get('tokens'):,} tokens, trained in {record.get('seconds')} s")
+        closed = record.get("closed_form")
+        start = f"closed form on {closed['tokens']:,} tokens ({closed['target']} target) + " if closed else ""
+        print(f"  recipe {record.get('recipe', {}).get('name')}: {start}{record.get('steps')} SGD steps, "
+              f"{record.get('tokens', 0):,} tokens in all, fitted in {record.get('seconds')} s")
+        for point in (record.get("convergence") or {}).get("points", []):
+            print(f"  held-out mean KL over layers 0..L-1 after {point['tokens']:,} tokens ({point['stage']}): {point['mean_kl']:.3f}")
         table = session.lens_quality(lens)
         print("  held-out KL(final || lens), nats, per layer:")
         print(table[["layer", "logit_kl", "tuned_kl"]].round(3).to_string(index=False))
@@ -114,7 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     train = sub.add_parser("train-lens", help="train the tuned lenses of a model (cached; resumable)", description=_train_lens.__doc__)
     train.add_argument("--model", default=DEFAULT_MODEL, help=f"model name, hub id or local folder (default {DEFAULT_MODEL})")
     train.add_argument("--data-dir", type=Path, default=None, help="folder laid out like ../shared/data: train on its Wikipedia paragraphs (default: the embedded prose)")
-    train.add_argument("--recipe", default="auto", choices=["auto", *RECIPES], help="auto: 'paper' on a GPU, 'cpu-small' on CPU")
+    train.add_argument(
+        "--recipe", default="auto", choices=["auto", *RECIPES],
+        help="auto: 'paper' on a GPU (SGD from the closed form), 'closed-form' on CPU (ridge least squares, no SGD); "
+             "'cpu-small': the package's SGD loop from zero, small",
+    )
     train.add_argument("--weighting", default="both", choices=["both", *WEIGHTINGS], help="which lens: standard, GTR-7's downweight-frequent, or both (default)")
     train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     train.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])

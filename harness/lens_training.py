@@ -1,42 +1,59 @@
-"""Training tuned lenses in the harness, following the published recipe, and measuring them.
+"""Fitting tuned lenses in the harness, and measuring them.
 
-The tuned-lens package's own trainer does not run with current torchdata and transformers
-5, so this is the loop of its ``train_loop.py``, written for the harness's backend:
+Two ways to obtain the translators, combined by a :class:`Recipe`:
 
-- loss: KL(final distribution || lens distribution) at every position and every layer
-  ``0 .. L-1`` (its default ``--loss kl`` with token shift 0);
-- translators start at zero (the identity: an untrained lens is the logit lens);
-- SGD with Nesterov momentum 0.9, learning rate ``lr_scale * (1 - momentum)``, weight decay
-  1e-3, linear decay to zero without warm-up, gradient norm clipped to 1;
-- bf16 autocast on a GPU (``autocast="auto"``); on CPU float32, since bf16 matmuls are
-  slower than float32 on CPUs without bf16 units (this machine's EPYC: 5.8x slower).
+1. **Closed form** (``start="closed-form"``, :class:`LensFit`): per layer ``l < L``, ridge
+   least squares of a target built from ``h_L`` on ``[h_l, 1]`` over the training tokens,
+   ``target ~ A_l h_l + b_l``; the translator is ``A_l - I`` and ``b_l``, so the lens keeps
+   the package's ``h + W h + b`` form. Sums are streamed batch by batch into float64
+   accumulators (no residuals are kept). The ridge is ``ridge_scale`` times the mean of the
+   diagonal of the *centred* (weighted) Gram matrix of ``h_l``; the bias is not penalised.
+   Targets (:data:`TARGETS`): ``residual`` (``h_L``) or ``normalised`` (``h_L / rms(h_L)``:
+   the final norm's input direction; every final norm here is scale-invariant, so that is
+   all the head sees of ``h_L``).
+2. **KL/SGD** (``steps > 0``): the loop of the tuned-lens package's ``train_loop.py`` (whose
+   own command does not run with current torchdata and transformers 5), from the closed
+   form or from zero translators (``start="zero"``, the package's start: the logit lens):
+
+   - loss: KL(final distribution || lens distribution) at every position and every layer
+     ``0 .. L-1`` (its default ``--loss kl`` with token shift 0);
+   - SGD with Nesterov momentum 0.9, learning rate ``lr_scale * (1 - momentum)``, weight
+     decay 1e-3, linear decay to zero without warm-up, gradient norm clipped to 1;
+   - bf16 autocast on a GPU (``autocast="auto"``); on CPU float32, since bf16 matmuls are
+     slower than float32 on CPUs without bf16 units (this machine's EPYC: 5.8x slower).
 
 Data: the run's prose corpus (embedded paragraphs, or Wikipedia through ``--data-dir``),
 tokenised and packed into ``seq_len``-token sequences. Every tenth paragraph is held out
 and never trained on: the KL table that shows a lens is better than the logit lens is
-measured there.
+measured there, and so is the convergence curve of a closed-form fit (KL after 1/8, 1/4,
+1/2 and all of the training tokens, recorded in ``training.json``).
 
 GTR-7's second lens uses the same recipe with ``weighting="downweight-frequent"``: each
-position's KL is weighted by the frequency bucket of its *target*, the model's final
-prediction there (:data:`DOWNWEIGHT_FREQUENT`), normalised by the sum of the weights.
+position is weighted by the frequency bucket of its *target*, the model's final prediction
+there (:data:`DOWNWEIGHT_FREQUENT`): weighted least squares in the closed form, a weighted
+KL (normalised by the sum of the weights) in the SGD loop.
 
 Lenses are cached per (model, data, recipe, weighting) under ``$DEPTH_CLAIMS_HOME/lenses``;
-training writes a checkpoint every few steps and resumes from it after an interruption.
+SGD training writes a checkpoint every few steps and resumes from it after an interruption.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
+import math
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from harness.data.prose import Corpus
@@ -44,18 +61,22 @@ from harness.frequency import BUCKETS, FrequencyTable
 from harness.lenses import LogitLens
 from harness.models.loading import LoadedModel
 from harness.paths import depth_claims_home
-from harness.tuned_lens import TunedLens, read_lens
+from harness.tuned_lens import TunedLens, read_lens, zero_translators
 
 log = logging.getLogger(__name__)
 
-# Bump when the loop, the data split or the packing changes: part of every lens's key.
-TRAINING_VERSION = 1
+# Bump when the fit, the loop, the data split or the packing changes: part of every lens's key.
+TRAINING_VERSION = 2
 HELD_OUT_EVERY = 10  # paragraph i is held out when i % HELD_OUT_EVERY == HELD_OUT_EVERY - 1
+STARTS = ("zero", "closed-form")
+TARGETS = ("residual", "relative", "normalised", "scale-free")
+CURVE_FRACTIONS = (0.125, 0.25, 0.5, 1.0)  # of the training tokens: the closed form's convergence curve
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """How a lens is trained. ``steps * tokens_per_step`` tokens are seen in all."""
+    """How a lens is made: a closed-form start (or zero translators), then ``steps`` SGD
+    steps on the KL of ``tokens_per_step`` tokens each (0: the closed form as it is)."""
 
     name: str
     steps: int
@@ -70,6 +91,16 @@ class Recipe:
     eval_sequences: int = 16
     checkpoint_every: int = 10
     seed: int = 0
+    start: str = "zero"  # "zero": the logit lens (the package's start); "closed-form": LensFit
+    target: str = "residual"  # closed form: what is regressed on h_l (TARGETS)
+    ridge_scale: float = 1e-3  # closed form: ridge = ridge_scale * mean diagonal of the centred Gram
+    fit_sequences: int | None = None  # closed form: training sequences it reads (None: all of them)
+    fit_batch_sequences: int = 8  # closed form: sequences per forward pass
+    curve: bool = True  # closed form: record held-out KL at CURVE_FRACTIONS of its tokens
+
+    def __post_init__(self):
+        if self.start not in STARTS or self.target not in TARGETS:
+            raise ValueError(f"Recipe {self.name}: start must be one of {STARTS}, target one of {TARGETS}.")
 
     @property
     def tokens_per_step(self) -> int:
@@ -84,9 +115,20 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    # The published recipe (tuned-lens train_loop defaults): 250 steps of 2^18 tokens.
-    "paper": Recipe(name="paper", steps=250, seq_len=2048, sequences_per_step=128, micro_batch_sequences=1),
-    # For the default model on a 2-core CPU in well under 30 minutes (README: measured).
+    # The default on CPU (README, benchmarks/lens_recipes.py: measured): the closed form on
+    # the whole training split, no SGD.
+    "closed-form": Recipe(
+        name="closed-form", steps=0, seq_len=128, sequences_per_step=2, micro_batch_sequences=2, eval_sequences=8,
+        start="closed-form", target="normalised",
+    ),
+    # The published recipe (tuned-lens train_loop defaults: 250 steps of 2^18 tokens), started
+    # from the closed form fitted on the whole training split instead of from zero.
+    "paper": Recipe(
+        name="paper", steps=250, seq_len=2048, sequences_per_step=128, micro_batch_sequences=1,
+        start="closed-form", target="normalised", fit_batch_sequences=1,
+    ),
+    # The package's loop from zero translators, small enough for the default model on a
+    # 2-core CPU (22.5 min measured): kept for comparison.
     "cpu-small": Recipe(
         name="cpu-small", steps=48, seq_len=128, sequences_per_step=2, micro_batch_sequences=2, eval_sequences=8,
         checkpoint_every=8,
@@ -99,9 +141,9 @@ WEIGHTINGS: dict[str, dict[str, float] | None] = {"standard": None, "downweight-
 
 
 def resolve_recipe(name: str, device: torch.device) -> Recipe:
-    """``auto``: the paper's recipe on a GPU, ``cpu-small`` on CPU."""
+    """``auto``: the paper's recipe on a GPU, ``closed-form`` on CPU."""
     if name == "auto":
-        name = "paper" if device.type == "cuda" else "cpu-small"
+        name = "paper" if device.type == "cuda" else "closed-form"
     try:
         return RECIPES[name]
     except KeyError:
@@ -160,6 +202,220 @@ def layer_kl(lens_logits: torch.Tensor, target_logp: torch.Tensor, target_entrop
     return -target_entropy - (target_logp.exp() * logits).sum(-1) + torch.logsumexp(logits, -1)
 
 
+def _rms(y: torch.Tensor) -> torch.Tensor:
+    return y.pow(2).mean(-1).sqrt().clamp_min(1e-12)
+
+
+def lens_target(h_layer: torch.Tensor, h_last: torch.Tensor, target: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """What the closed form regresses on ``x = h_l`` (float64 rows), and a per-row weight
+    factor (``None``: 1):
+
+    - ``residual``: ``h_L``;
+    - ``relative``: ``h_L``, weighted by ``1 / rms(h_L)^2``: the error of each row relative to its
+      length, ``|h_L - A x - b|^2 / rms(h_L)^2``. The final norm divides by ``rms(h_L)``, so this
+      is the error the head sees; rows with a huge ``h_L`` (the first position's attention
+      sink, several times the usual norm) no longer dominate the fit;
+    - ``normalised``: ``h_L / rms(h_L)``, the final norm's input direction (:class:`LensFit`
+      scales it back by the mean ``rms(h_L)`` of its rows, so the ridge's identity prior fits);
+    - ``scale-free``: that direction at the scale of the input, ``rms(x) h_L / rms(h_L)``,
+      weighted by ``1 / rms(x)^2``: the error of each row is ``|h_L / rms(h_L) - (A x + b) / rms(x)|^2``,
+      measured in the final norm's input direction with the lens's output at its input's
+      scale. Every final norm here is scale-invariant, so the scale of a row's output is
+      free: this fits directions, not lengths, and no row dominates by its norm.
+    """
+    y = h_last.double()
+    if target == "residual":
+        return y, None
+    if target == "relative":
+        return y, _rms(y).pow(-2)
+    direction = y / _rms(y)[:, None]
+    if target == "normalised":
+        return direction, None
+    if target == "scale-free":
+        scale = _rms(h_layer.double())
+        return direction * scale[:, None], scale.pow(-2)
+    raise ValueError(f"Unknown closed-form target {target!r}; use one of {', '.join(TARGETS)}.")
+
+
+class LensFit:
+    """Streaming weighted ridge least squares of every tuned-lens translator.
+
+    Feed it rows of residuals with :meth:`add` (from any forward pass), then :meth:`solve`
+    (as often as wanted: it does not consume the sums). For each layer ``l < L`` and
+    ``x = h_l``, ``(y, v) = lens_target(h_l, h_L)``, row weight ``w v``, it keeps around a
+    shift ``c`` (the first batch's weighted mean, so that large constant components do not
+    cancel catastrophically) the weighted sums ``S_w``, ``S_x = sum w v (x - c)``, ``S_y``,
+    ``S_xx = sum w v (x - c)(x - c)^T`` and ``S_xy``, in float64 on the device of the first
+    batch. Each batch's products are taken in ``product_dtype`` (float32 by default: about
+    half the time of float64; the shifted values keep them exact to float32 rounding per
+    batch) and added in float64.
+
+    :meth:`solve` minimises ``sum w v |y - A x - b|^2 + lambda |A - I|^2``: the ridge shrinks
+    each translator ``A - I`` towards zero, i.e. the lens towards the logit lens (as the
+    SGD loop's weight decay does), and leaves the bias free. With the centred Gram matrices
+    ``C_xx = S_xx - S_x S_x^T / S_w`` and ``C_xy``, ``lambda = ridge_scale * mean(diag(C_xx))``
+    and ``A^T = (C_xx + lambda I)^-1 (C_xy + lambda I)``, ``b = mean(y) - A mean(x)``.
+    """
+
+    def __init__(
+        self, n_layers: int, d_model: int, ridge_scale: float = 1e-3, target: str = "residual",
+        product_dtype: torch.dtype = torch.float32,
+    ):
+        if target not in TARGETS:
+            raise ValueError(f"Unknown closed-form target {target!r}; use one of {', '.join(TARGETS)}.")
+        self.n_layers, self.d_model = n_layers, d_model
+        self.ridge_scale, self.target, self.product_dtype = ridge_scale, target, product_dtype
+        self.tokens = 0  # rows added
+        self.weight = 0.0  # their summed weight w (= tokens when unweighted)
+        self._shift_x = self._shift_y = None  # [L, D] each
+        self._sw = self._sx = self._sy = self._sxx = self._sxy = None
+        self._rms = 0.0  # sum w rms(h_L): the normalised target's scale
+
+    def add(self, resid: Sequence[torch.Tensor], weights: torch.Tensor | None = None) -> None:
+        """Add rows: ``resid`` is ``[h_0, ..., h_L]``, each ``[N, D]`` for the same ``N`` tokens;
+        ``weights``: non-negative, ``[N]`` (every layer) or ``[L, N]`` (one row per layer
+        ``0 .. L-1``), or ``None`` for weight 1 each."""
+        if len(resid) != self.n_layers + 1:
+            raise ValueError(f"LensFit.add needs h_0..h_L ({self.n_layers + 1} tensors), got {len(resid)}.")
+        d, L = self.d_model, self.n_layers
+        device = resid[-1].device if self._sxx is None else self._sxx.device
+        rows = lambda h: h.reshape(-1, d).to(device, torch.float64)  # noqa: E731
+        last = rows(resid[-1])
+        n = last.shape[0]
+        w = torch.ones(n, dtype=torch.float64, device=device) if weights is None else weights.to(device, torch.float64)
+        if w.shape not in ((n,), (L, n)):
+            raise ValueError(f"LensFit.add: weights of shape {tuple(w.shape)}; expected ({n},) or ({L}, {n}).")
+        w = w.expand(L, n)
+        if self._sxx is None:
+            zeros = lambda *shape: torch.zeros(*shape, dtype=torch.float64, device=device)  # noqa: E731
+            self._shift_x, self._shift_y = zeros(L, d), zeros(L, d)
+            self._sw, self._sx, self._sy, self._sxx, self._sxy = zeros(L), zeros(L, d), zeros(L, d), zeros(L, d, d), zeros(L, d, d)
+            first = True
+        else:
+            first = False
+        self._rms += float(w[-1] @ _rms(last))
+        xy = torch.empty(n, 2 * d, dtype=self.product_dtype, device=device)  # [x - c_x, y - c_y]
+        for layer in range(L):
+            x = rows(resid[layer])
+            y, factor = lens_target(x, last, self.target)
+            wl = w[layer] if factor is None else w[layer] * factor
+            if first:
+                total = wl.sum().clamp_min(1e-300)
+                self._shift_x[layer], self._shift_y[layer] = (wl @ x) / total, (wl @ y) / total
+            xc, yc = x - self._shift_x[layer], y - self._shift_y[layer]
+            self._sw[layer] += wl.sum()
+            self._sx[layer] += wl @ xc
+            self._sy[layer] += wl @ yc
+            xy[:, :d], xy[:, d:] = xc, yc
+            products = (xc * wl[:, None]).to(self.product_dtype).T @ xy  # one matmul: [S_xx, S_xy]
+            self._sxx[layer] += products[:, :d]
+            self._sxy[layer] += products[:, d:]
+        self.tokens += n
+        self.weight += float(w[-1].sum())
+
+    def preconditioners(self, damping: float = 1e-2) -> list[torch.Tensor]:
+        """Per layer, the inverse of the weighted second moment of ``[h_l, 1]``, damped by
+        ``damping`` times the mean variance (float64, on the CPU): the input-side factor of
+        a Gauss-Newton (K-FAC) step for the translator, for :func:`train_lens`."""
+        out = []
+        d = self.d_model
+        for layer in range(self.n_layers):
+            sw, sx = self._sw[layer], self._sx[layer]
+            cov = (self._sxx[layer] - torch.outer(sx, sx) / sw) / sw
+            mean = self._shift_x[layer] + sx / sw
+            moment = torch.empty(d + 1, d + 1, dtype=torch.float64, device=cov.device)
+            moment[:d, :d] = cov + torch.outer(mean, mean)
+            moment[:d, d] = moment[d, :d] = mean
+            moment[d, d] = 1.0
+            damp = damping * cov.diagonal().mean().clamp_min(1e-300)
+            out.append(torch.linalg.inv(moment + damp * torch.eye(d + 1, dtype=torch.float64, device=cov.device)).cpu())
+        return out
+
+    def solve(self) -> nn.ModuleList:
+        """The translators for the rows added so far: float32 ``Linear(D, D)`` modules with
+        ``weight = A - I`` and ``bias = b`` (on the CPU)."""
+        if self._sxx is None or self.weight <= 0:
+            raise ValueError("LensFit.solve needs rows with positive weight: call add() first.")
+        d = self.d_model
+        translators = zero_translators(d, self.n_layers)
+        scale = self._rms / self.weight if self.target == "normalised" else 1.0
+        eye = torch.eye(d, dtype=torch.float64, device=self._sxx.device)
+        for layer in range(self.n_layers):
+            sw = self._sw[layer]
+            if sw <= 0:
+                raise ValueError(f"LensFit.solve: layer {layer} has no rows with positive weight.")
+            mean_x, mean_y = self._sx[layer] / sw, scale * self._sy[layer] / sw
+            cxx = self._sxx[layer] - sw * torch.outer(mean_x, mean_x)
+            cxy = scale * self._sxy[layer] - sw * torch.outer(mean_x, mean_y)
+            ridge = self.ridge_scale * cxx.diagonal().mean().clamp_min(1e-300)
+            a = torch.linalg.solve(cxx + ridge * eye, cxy + ridge * eye).T  # y ~ A x + b
+            bias = (scale * self._shift_y[layer] + mean_y) - a @ (self._shift_x[layer] + mean_x)
+            with torch.no_grad():
+                translators[layer].weight.copy_((a - eye).float().cpu())
+                translators[layer].bias.copy_(bias.float().cpu())
+        return translators
+
+
+def fit_weights(weights: torch.Tensor | None, n_layers: int, sequences: int, seq_len: int) -> torch.Tensor:
+    """:class:`LensFit` weights ``[L, N]`` for a batch of ``sequences`` x ``seq_len`` tokens:
+    ``weights`` ``[N]`` (or 1) at every layer, except 0 at each sequence's first position at
+    layer 0 (see :func:`fit_closed_form`)."""
+    w = torch.ones(sequences * seq_len) if weights is None else weights.float().cpu()
+    w = w.expand(n_layers, -1).clone()
+    w[0, seq_len * torch.arange(sequences)] = 0
+    return w
+
+
+@dataclass(frozen=True)
+class ClosedForm:
+    """A closed-form fit: its translators, the tokens it read, its seconds, and the
+    translators solved after fewer tokens (``curve``: (tokens, translators), last = all)."""
+
+    translators: nn.ModuleList
+    tokens: int
+    seconds: float
+    curve: list[tuple[int, nn.ModuleList]]
+
+
+def fit_closed_form(
+    loaded: LoadedModel,
+    backend,
+    data: LensData,
+    recipe: Recipe,
+    weighting: str = "standard",
+    freq: FrequencyTable | None = None,
+    fractions: Sequence[float] = (),
+) -> ClosedForm:
+    """Stream the recipe's training sequences (all of ``data.train`` unless
+    ``recipe.fit_sequences``) through the model into a :class:`LensFit` and solve it; also
+    solve it after each of ``fractions`` of the batches (the convergence curve).
+
+    Translator 0 reads the token embedding, which carries no position, so the first position
+    of each sequence is left out of its fit: there models park their attention sink, whose
+    ``h_L`` (about 6x the usual norm on the default model) no embedding can predict and which
+    would otherwise pull the fit of ordinary tokens (held-out KL at layer 0: 5.34 instead of
+    5.42 nats on the default model; benchmarks/lens_recipes.py)."""
+    weights = WEIGHTINGS[weighting]
+    ids = data.train if recipe.fit_sequences is None else data.train[: recipe.fit_sequences]
+    head = LogitLens(loaded)
+    d = loaded.adapter.unembed_of(loaded.model).weight.shape[1]
+    fit = LensFit(loaded.n_layers, d, recipe.ridge_scale, recipe.target)
+    starts = list(range(0, len(ids), recipe.fit_batch_sequences))
+    marks = {max(1, math.ceil(f * len(starts))) for f in fractions}
+    curve: list[tuple[int, nn.ModuleList]] = []
+    started = time.perf_counter()
+    for i, start in enumerate(tqdm(starts, desc=f"closed-form {weighting} tuned lens · {loaded.spec.name} · {recipe.name}")):
+        with torch.no_grad():
+            record = backend.forward(ids[start:start + recipe.fit_batch_sequences])
+            resid = [h.reshape(-1, h.shape[-1]) for h in record.resid]
+            w = None if weights is None else position_weights(head.head(resid[-1]).float(), freq, weights)
+            fit.add(resid, fit_weights(w, loaded.n_layers, *record.resid[0].shape[:2]))
+        if i + 1 in marks:
+            curve.append((fit.tokens, fit.solve()))
+    translators = curve[-1][1] if curve and curve[-1][0] == fit.tokens else fit.solve()
+    return ClosedForm(translators, fit.tokens, time.perf_counter() - started, curve)
+
+
 def _targets(lens: TunedLens, backend, ids: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
     """Residuals h_0..h_L [N, D] for a batch, the final log-probs, their entropy and logits."""
     with torch.no_grad():
@@ -191,12 +447,21 @@ def train_lens(
     freq: FrequencyTable | None = None,
     checkpoint: Path | None = None,
     alignment: str = "correct",
+    init: nn.ModuleList | None = None,
+    precondition: Sequence[torch.Tensor] | None = None,
 ) -> tuple[TunedLens, dict]:
-    """Train a tuned lens; returns it and a record of the run (steps, tokens, seconds, losses).
-    With ``checkpoint``, state is saved there every ``recipe.checkpoint_every`` steps and a
-    run with the same arguments resumes from it."""
+    """Train a tuned lens with ``recipe.steps`` KL/SGD steps from ``init`` (a copy is
+    trained; ``None``: zero translators, the logit lens); returns it and a record of the
+    run (steps, tokens, seconds, losses). With ``checkpoint``, state is saved there every
+    ``recipe.checkpoint_every`` steps and a run with the same arguments resumes from it.
+
+    ``precondition`` (one ``[D+1, D+1]`` matrix per layer, :meth:`LensFit.preconditioners`):
+    each translator's gradient ``[dW, db]`` is multiplied by it before clipping, so that a
+    step moves every layer's output alike, whatever the scale of its input (without it, a
+    layer's effective step grows with ``|h_l|^2``: the embeddings barely move and the last
+    layers overshoot)."""
     weights = WEIGHTINGS[weighting]
-    lens = TunedLens(loaded, alignment="correct")
+    lens = TunedLens(loaded, None if init is None else copy.deepcopy(init), alignment="correct")
     params = list(lens.translators.parameters())
     opt = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, nesterov=True, weight_decay=recipe.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1 - s / recipe.steps))
@@ -233,6 +498,8 @@ def train_lens(
                     loss = kl.mean() if w is None else (kl * w.to(kl.device)).sum() / w.sum()
                     (loss / len(micro)).backward()
                     step_loss += loss.item() / (n_layers * len(micro))
+            if precondition is not None:
+                _precondition(lens.translators, precondition)
             torch.nn.utils.clip_grad_norm_(params, recipe.clip)
             opt.step()
             opt.zero_grad(set_to_none=False)
@@ -255,10 +522,90 @@ def train_lens(
     record = {
         "recipe": recipe.key(), "weighting": weighting, "weights": weights, "steps": recipe.steps,
         "tokens": recipe.steps * recipe.tokens_per_step, "seconds": round(seconds, 1),
-        "mean_kl_per_step": [round(x, 5) for x in losses], "data": {"name": data.name, "hash": data.content_hash[:16],
-        "train_sequences": len(data.train), "held_out_sequences": len(data.held_out)},
+        "mean_kl_per_step": [round(x, 5) for x in losses], "data": _data_record(data),
     }
     return trained, record
+
+
+def _precondition(translators: nn.ModuleList, matrices: Sequence[torch.Tensor]) -> None:
+    with torch.no_grad():
+        for t, m in zip(translators, matrices):
+            grad = torch.cat([t.weight.grad, t.bias.grad[:, None]], 1).double() @ m.to(t.weight.device, torch.float64)
+            t.weight.grad.copy_(grad[:, :-1])
+            t.bias.grad.copy_(grad[:, -1])
+
+
+def fit_lens(
+    loaded: LoadedModel,
+    backend,
+    data: LensData,
+    recipe: Recipe,
+    weighting: str = "standard",
+    freq: FrequencyTable | None = None,
+    checkpoint: Path | None = None,
+    alignment: str = "correct",
+    eval_ids: torch.Tensor | None = None,
+) -> tuple[TunedLens, dict]:
+    """A lens by ``recipe``: the closed form (``start="closed-form"``) or zero translators,
+    then ``recipe.steps`` KL/SGD steps. With ``eval_ids`` (held-out sequences) and
+    ``recipe.curve``, the closed form is also solved after 1/8, 1/4, 1/2 (and, when SGD
+    follows, all) of its tokens and each is measured there: ``record["convergence"]["points"]``
+    (:func:`obtain_lens` adds the final lens, the logit lens's mean and the token count). ``record["seconds"]`` counts fitting and
+    training, not these measurements (``record["eval_seconds"]``)."""
+    init, closed, convergence, eval_seconds = None, None, None, 0.0
+    if recipe.start == "closed-form":
+        saved = None if checkpoint is None else checkpoint.with_name(f"{checkpoint.name}.closed-form.pt")
+        if saved is not None and saved.is_file():  # an interrupted SGD run: its start is kept
+            state = torch.load(saved, map_location="cpu", weights_only=False)
+            init = zero_translators(loaded.adapter.unembed_of(loaded.model).weight.shape[1], loaded.n_layers)
+            init.load_state_dict(state["translators"])
+            closed, convergence, eval_seconds = state["closed_form"], state["convergence"], state["eval_seconds"]
+        else:
+            fractions = [f for f in CURVE_FRACTIONS if f < 1 or recipe.steps > 0] if recipe.curve and eval_ids is not None else []
+            fit = fit_closed_form(loaded, backend, data, recipe, weighting, freq, fractions)
+            init = fit.translators
+            closed = {"tokens": fit.tokens, "seconds": round(fit.seconds, 1), "target": recipe.target, "ridge_scale": recipe.ridge_scale}
+            if fractions:
+                started = time.perf_counter()
+                convergence = convergence_points(loaded, backend, fit.curve, eval_ids)
+                eval_seconds = time.perf_counter() - started
+            if saved is not None and recipe.steps > 0:
+                saved.parent.mkdir(parents=True, exist_ok=True)
+                _atomic_torch_save({"translators": init.state_dict(), "closed_form": closed, "convergence": convergence,
+                                    "eval_seconds": eval_seconds}, saved)
+    if recipe.steps > 0:
+        lens, record = train_lens(loaded, backend, data, recipe, weighting, freq, checkpoint, alignment, init)
+        record["sgd"] = {"steps": recipe.steps, "tokens": record["tokens"], "seconds": record["seconds"]}
+    else:
+        lens = TunedLens(loaded, init, alignment=alignment)
+        record = {"recipe": recipe.key(), "weighting": weighting, "weights": WEIGHTINGS[weighting], "steps": 0, "tokens": 0,
+                  "seconds": 0.0, "mean_kl_per_step": [], "data": _data_record(data)}
+    if closed is not None:
+        record["closed_form"] = closed
+        record["tokens"] += closed["tokens"]
+        record["seconds"] = round(record["seconds"] + closed["seconds"], 1)
+    if convergence is not None:
+        record["convergence"] = {"points": convergence}
+    record["eval_seconds"] = round(eval_seconds, 1)
+    return lens, record
+
+
+def convergence_points(loaded: LoadedModel, backend, curve: list[tuple[int, nn.ModuleList]], ids: torch.Tensor) -> list[dict]:
+    """Held-out KL per layer of each closed-form solution in ``curve`` (one forward pass
+    per batch of ``ids`` for all of them): ``[{"stage", "tokens", "kl", "mean_kl"}]``,
+    ``mean_kl`` over layers ``0 .. L-1``."""
+    lenses = {str(tokens): TunedLens(loaded, translators) for tokens, translators in curve}
+    table = kl_table(lenses, backend, ids)
+    return [_point("closed form", tokens, table[f"{tokens}_kl"]) for tokens, _ in curve]
+
+
+def _point(stage: str, tokens: int, kl) -> dict:
+    kl = [float(x) for x in kl]
+    return {"stage": stage, "tokens": int(tokens), "kl": [round(x, 5) for x in kl], "mean_kl": round(float(np.mean(kl[:-1])), 5)}
+
+
+def _data_record(data: LensData) -> dict:
+    return {"name": data.name, "hash": data.content_hash[:16], "train_sequences": len(data.train), "held_out_sequences": len(data.held_out)}
 
 
 def kl_table(lenses: dict[str, object], backend, ids: torch.Tensor, batch: int = 4) -> pd.DataFrame:
@@ -319,7 +666,8 @@ def obtain_lens(
     root: Path | None = None,
 ) -> TunedLens:
     """The self-trained lens for (model, corpus, recipe, weighting): from the cache, else
-    trained now when ``train``, else :class:`TunedLensMissing` naming the command."""
+    fitted now when ``train`` (:func:`fit_lens`, then its held-out KL table and convergence
+    curve go into ``training.json``), else :class:`TunedLensMissing` naming the command."""
     data = pack_corpus(corpus, loaded.tokenizer, recipe.seq_len)
     folder = lens_folder(loaded, data, recipe, weighting, root)
     source = {"kind": "trained", "recipe": recipe.name, "weighting": weighting, "data": data.name, "key": folder.name}
@@ -331,10 +679,16 @@ def obtain_lens(
             f"{folder.parent}. Train it with `{train_command(loaded.spec.name, data_dir, recipe, weighting)}` "
             "or rerun pytest with --train-lens."
         )
-    lens, record = train_lens(loaded, backend, data, recipe, weighting, freq, folder.with_name(f".{folder.name}.checkpoint.pt"), alignment)
-    record["kl_table"] = kl_table(
-        {"logit": LogitLens(loaded), "tuned": lens}, backend, data.held_out[: recipe.eval_sequences]
-    ).to_dict(orient="list")
+    checkpoint = folder.with_name(f".{folder.name}.checkpoint.pt")
+    eval_ids = data.held_out[: recipe.eval_sequences]
+    lens, record = fit_lens(loaded, backend, data, recipe, weighting, freq, checkpoint, alignment, eval_ids)
+    table = kl_table({"logit": LogitLens(loaded), "tuned": lens}, backend, eval_ids)
+    record["kl_table"] = table.to_dict(orient="list")
+    if "convergence" in record:
+        record["convergence"]["points"].append(_point("final", record["tokens"], table["tuned_kl"]))
+        record["convergence"]["logit_mean_kl"] = round(float(table["logit_kl"].iloc[:-1].mean()), 5)
+        record["convergence"]["held_out_tokens"] = int(table["tokens"].iloc[0])
     lens.save(folder, record)
-    folder.with_name(f".{folder.name}.checkpoint.pt").unlink(missing_ok=True)
+    checkpoint.unlink(missing_ok=True)
+    checkpoint.with_name(f"{checkpoint.name}.closed-form.pt").unlink(missing_ok=True)
     return read_lens(folder, loaded, alignment, source)

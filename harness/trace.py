@@ -332,8 +332,11 @@ class TraceEngine:
         return matrix
 
     def _batches(self, request: TraceRequest) -> list[list[int]]:
-        order = sorted(range(len(request.token_ids)), key=lambda i: -len(request.token_ids[i]))
-        return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        # Prompts sharing a prefix (few-shot demonstrations) in the same batches, so that the
+        # backend runs the prefix once; the others longest first, as always.
+        from harness.interventions.shared_prefix import prefix_batches
+
+        return prefix_batches(request.token_ids, self.batch_size)
 
     @torch.inference_mode()
     def _compute(self, request: TraceRequest, lens: Lens, spec: ReductionSpec, key: dict, rows: "CapturedRows | None" = None) -> LayerTrace:

@@ -14,10 +14,13 @@ from harness.frequency import BUCKETS
 from harness.interventions.backend import HookBackend
 from harness.lens_training import (
     DOWNWEIGHT_FREQUENT,
+    RECIPES,
+    TRAINING_VERSION,
     LensData,
     Recipe,
     TunedLensMissing,
     kl_table,
+    lens_key,
     obtain_lens,
     position_weights,
     train_lens,
@@ -244,3 +247,46 @@ def test_train_lens_command_refuses_an_unknown_model(capsys):
 
     assert main(["train-lens", "--model", "no-such-model-xyz"]) == 2
     assert "Unknown model 'no-such-model-xyz'" in capsys.readouterr().err
+
+
+def test_training_starts_from_given_translators_and_leaves_them_alone():
+    """The KL/SGD loop can polish a given start (the closed form); the caller's translators
+    are copied, not trained in place."""
+    from dataclasses import replace
+
+    loaded = tiny_llama()
+    backend = HookBackend(loaded)
+    data = _tiny_data(loaded)
+    init = random_lens(loaded, seed=4).translators
+    before = [p.detach().clone() for p in init.parameters()]
+    lens, record = train_lens(loaded, backend, data, replace(TINY_RECIPE, steps=2), init=init)
+    assert all(torch.equal(a, b) for a, b in zip(before, init.parameters()))
+    moved = [(a - b).abs().max().item() for a, b in zip(lens.translators.parameters(), before)]
+    assert 0 < max(moved) < 0.5, "two clipped steps move the start a little"
+    from_zero, _ = train_lens(loaded, backend, data, replace(TINY_RECIPE, steps=2))
+    assert not torch.allclose(from_zero.translators[0].weight, lens.translators[0].weight)
+    assert record["tokens"] == 2 * TINY_RECIPE.tokens_per_step
+
+
+def test_every_recipe_field_is_part_of_the_lens_key():
+    from dataclasses import replace
+
+    loaded = tiny_llama()
+    data = _tiny_data(loaded)
+    recipe = RECIPES["closed-form"]
+    assert recipe.key()["training_version"] == TRAINING_VERSION >= 2
+    keys = {lens_key(loaded, data, r, "standard") for r in (
+        recipe, replace(recipe, ridge_scale=1e-2), replace(recipe, target="residual"), replace(recipe, steps=4),
+        replace(recipe, fit_sequences=8), replace(recipe, start="zero"),
+    )}
+    assert len(keys) == 6
+    assert lens_key(loaded, data, recipe, "standard") != lens_key(loaded, data, recipe, "downweight-frequent")
+
+
+def test_train_lens_command_lists_the_recipes(capsys):
+    from harness.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train-lens", "--help"])
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("auto", "closed-form", "paper", "cpu-small"))

@@ -216,7 +216,34 @@ class HookBackend(Backend):
             attn_out=attn_out if sublayers and self.parallel else None,
         )
 
+    # Shared prefixes (harness/interventions/shared_prefix.py): a prefix common to every
+    # row of a batch runs once, the rows' own tokens after it on its KV cache. Set
+    # ``share_prefix = False`` on an instance for the plain pass only.
+    # None: the module's defaults (MIN_SHARED_TOKENS, PREFIX_CACHE_BYTES).
+    share_prefix = True
+    min_shared_tokens: int | None = None  # shortest shared prefix worth its own pass
+    prefix_cache_bytes: int | None = None  # bound on the stored prefixes' tensors
+
     def read_rows(self, ids, mask, batch_idx, pos_idx):
+        from harness.interventions import shared_prefix
+
+        return shared_prefix.read_rows(self, ids, mask, batch_idx, pos_idx, plain=self._read_rows_full)
+
+    def prefix_stats(self) -> dict:
+        """What read_rows ran so far (forward calls and token positions, prefixes stored and
+        reused); see shared_prefix.PrefixStats."""
+        from harness.interventions import shared_prefix
+
+        return shared_prefix.store_of(self).stats.as_dict()
+
+    def clear_prefixes(self) -> None:
+        """Drops the stored prefixes (their memory)."""
+        from harness.interventions import shared_prefix
+
+        shared_prefix.store_of(self).clear()
+
+    def _read_rows_full(self, ids, mask, batch_idx, pos_idx):
+        """The plain pass: every row's every token."""
         loaded, adapter = self.loaded, self.loaded.adapter
         blocks = adapter.blocks_of(loaded.model)
         captured: list = [None] * (len(blocks) + 1)

@@ -3,7 +3,8 @@
 answer tokens' output distributions (Csordás et al. 2025, Fig. 6b).
 
 The map has one row per residual point ``r = 0 .. L`` and one column per token. All its
-cells run as rows of batched forward passes, each batch with one unedited row.
+cells run as rows of batched forward passes, each batch with one unedited row; blocks
+before a batch's first erased point return the recorded clean residual (``reuse.py``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from harness.interventions import reuse as reuse_rows
 from harness.interventions.backend import Backend
 from harness.interventions.skip import RECORD_BUDGET_BYTES
 
@@ -52,19 +54,32 @@ def erase_edits(cells: list[tuple[int, int]], baseline: torch.Tensor, row_offset
 
 @torch.no_grad()
 def erasure_map(
-    backend: Backend, ids: list[int], answer_len: int, baseline: torch.Tensor, budget_bytes: int = RECORD_BUDGET_BYTES
+    backend: Backend,
+    ids: list[int],
+    answer_len: int,
+    baseline: torch.Tensor,
+    budget_bytes: int = RECORD_BUDGET_BYTES,
+    reuse: bool = True,
 ) -> np.ndarray:
     """[L + 1, T]: the largest L2 change of an answer token's output distribution when
-    ``h_r`` at token ``t`` is erased."""
-    n_points, n_tokens = backend.loaded.n_layers + 1, len(ids)
+    ``h_r`` at token ``t`` is erased. With ``reuse`` (HookBackend), a batch starts from the
+    recorded clean residual at its first erased point (``reuse.py``). Tokens after the
+    last answer-predicting position cannot change it (causal attention): they are not
+    run, and their column is 0."""
+    n_points = backend.loaded.n_layers + 1
+    read = answer_positions(len(ids), answer_len)
+    run = list(ids[: read.stop])
+    n_tokens = len(run)
     cells = [(r, t) for r in range(n_points) for t in range(n_tokens)]
-    read = answer_positions(n_tokens, answer_len)
     per_row = n_points * n_tokens * baseline.shape[1] * 4
     rows_per_batch = max(1, budget_bytes // per_row - 1)
-    effect = np.zeros((n_points, n_tokens), dtype=np.float32)
-    for start in range(0, len(cells), rows_per_batch):
-        chunk = cells[start : start + rows_per_batch]
-        record = backend.forward(torch.tensor([ids] * (len(chunk) + 1)), edits=erase_edits(chunk, baseline))
+    effect = np.zeros((n_points, len(ids)), dtype=np.float32)
+    reusing = reuse and reuse_rows.supports_reuse(backend)
+    clean = reuse_rows.record_clean(backend, run) if reusing else None
+    for batch_cells in reuse_rows.plan([r for r, _ in cells], rows_per_batch, n_points - 1, reusing, n_tokens):
+        chunk = [cells[i] for i in batch_cells]
+        with reuse_rows.replayed(backend, clean, min(r for r, _ in chunk)):
+            record = backend.forward(torch.tensor([run] * (len(chunk) + 1)), edits=erase_edits(chunk, baseline))
         probs = torch.softmax(backend.logits(record.resid[-1][:, read]).float(), -1)  # [B, A, V]
         change = (probs[1:] - probs[:1]).norm(dim=-1).amax(-1)  # [B - 1]
         for (r, t), value in zip(chunk, change.tolist()):

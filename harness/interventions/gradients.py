@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from harness.interventions import reuse as reuse_rows
 from harness.interventions.backend import Backend
 from harness.interventions.erasure import answer_positions
 
@@ -37,24 +38,29 @@ def answer_probability(backend: Backend, h_final: torch.Tensor, ids: list[int], 
     return probs.gather(-1, targets.expand(probs.shape[0], -1).unsqueeze(-1).to(probs.device)).squeeze(-1).sum(-1)
 
 
-def integrated_gradients(backend: Backend, ids: list[int], answer_len: int, steps: int = STEPS) -> Attribution:
+def integrated_gradients(
+    backend: Backend, ids: list[int], answer_len: int, steps: int = STEPS, reuse: bool = True
+) -> Attribution:
+    """The ``steps`` points of a path run as one batch per residual point ``r``; with
+    ``reuse`` (HookBackend) that batch and the two end rows start from the recorded clean
+    residual ``h_r`` (blocks ``0 .. r - 1`` are replayed, ``reuse.py``), so forward and
+    backward run through blocks ``r .. L - 1`` only."""
     n_points = backend.loaded.n_layers + 1
     batch = torch.tensor([ids])
-    with torch.no_grad():
-        clean = backend.forward(batch)
+    clean = reuse_rows.record_clean(backend, ids, reuse)
     alphas = (torch.arange(steps, dtype=torch.float32) + 0.5) / steps
     values, differences, errors = [], [], []
     for r in range(n_points):
-        real = clean.resid[r][0].detach()  # [T, D]
+        real = clean.record.resid[r][0].detach()  # [T, D]
         base = real.mean(0, keepdim=True).expand_as(real)
         a = alphas.to(real.device, real.dtype)[:, None, None]
         path = (base + a * (real - base)).requires_grad_(True)  # [steps, T, D]
-        with torch.enable_grad():
+        with torch.enable_grad(), reuse_rows.replayed(backend, clean, r):
             record = backend.forward(batch.expand(steps, -1), edits={r: lambda _h, _inp, path=path: path})
             prob = answer_probability(backend, record.resid[-1], ids, answer_len)
             (grad,) = torch.autograd.grad(prob.sum(), path)
         attribution = ((real - base).float() * grad.float().mean(0)).sum(-1)  # [T]
-        with torch.no_grad():
+        with torch.no_grad(), reuse_rows.replayed(backend, clean, r):
             ends = backend.forward(torch.tensor([ids] * 2), edits={r: lambda _h, _inp: torch.stack([base, real])})
             f_base, f_real = answer_probability(backend, ends.resid[-1], ids, answer_len).tolist()
         values.append(attribution.detach().cpu().numpy())

@@ -64,7 +64,8 @@ class DepthMeasurements:
 
     def data_provenance(self, measure: str) -> dict:
         if measure in ("erasure", "gradients"):
-            ids = [ids for ids, _ in self.map_prompts]
+            n = self.sizes.gradient_maps if measure == "gradients" else self.sizes.maps
+            ids = [ids for ids, _ in self.map_prompts[:n]]
             return {"dataset": MAPS_DATASET, "data_hash": _digest(ids)[:16]}
         return {"dataset": self.problems.name, "data_hash": self.problems.content_hash[:16], "data_source": self.problems.source}
 
@@ -112,8 +113,8 @@ class DepthMeasurements:
             out: dict[str, list] = {"future_map": [], "future_output": [], "all_map": [], "all_output": []}
             for i, ids in enumerate(self._bar(prompts, "layer skips")):
                 rng = np.random.default_rng(i)
-                future = skip.skip_effects(self.session.backend, ids, skip.future_positions(len(ids), rng, n_pos))
-                everywhere = skip.skip_effects(self.session.backend, ids, [None])
+                groups = [skip.future_positions(len(ids), rng, n_pos), [None]]  # both variants share batches
+                future, everywhere = skip.skip_effect_groups(self.session.backend, ids, groups)
                 out["future_map"].append(future.future)
                 out["future_output"].append(future.output)
                 out["all_map"].append(everywhere.future)
@@ -135,7 +136,9 @@ class DepthMeasurements:
         return out
 
     def unpad(self, maps: np.ndarray) -> list[np.ndarray]:
-        return [maps[i, :, : len(ids)] for i, (ids, _) in enumerate(self.map_prompts)]
+        """One map per prompt, as many as ``maps`` holds (the gradients use the first
+        ``Sizes.gradient_maps`` of the map prompts)."""
+        return [maps[i, :, : len(ids)] for i, (ids, _) in zip(range(len(maps)), self.map_prompts)]
 
     def erasure(self) -> dict[str, np.ndarray]:
         """CSO-5: effect [prompts, L + 1, T_max] (NaN padding)."""
@@ -154,13 +157,14 @@ class DepthMeasurements:
 
     def gradients(self) -> dict[str, np.ndarray]:
         """CSO-6: attribution [prompts, L + 1, T_max], output_difference and
-        completeness_error [prompts, L + 1]."""
-        prompts = [ids for ids, _ in self.map_prompts]
+        completeness_error [prompts, L + 1], on the first ``Sizes.gradient_maps`` map prompts."""
+        used = self.map_prompts[: self.sizes.gradient_maps]
+        prompts = [ids for ids, _ in used]
         steps = self.sizes.ig_steps
 
         def compute():
             results = [gradients.integrated_gradients(self.session.backend, ids, p.answer_len, steps)
-                       for ids, p in self._bar(self.map_prompts, "integrated gradients")]
+                       for ids, p in self._bar(used, "integrated gradients")]
             return {"attribution": self._padded([r.values for r in results]),
                     "output_difference": np.stack([r.output_difference for r in results]),
                     "completeness_error": np.stack([r.completeness_error for r in results])}

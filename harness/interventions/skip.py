@@ -13,7 +13,9 @@ output distribution (Csordás et al. 2025, Fig. 3). Two variants:
 The first ``front`` positions are never skipped (as in the paper's notebook: the first
 token serves as an attention sink). All (layer, t) interventions of a prompt run as rows
 of a few batched forward passes, next to one unedited row in each batch, so every
-comparison is made between rows of the same batch (identical kernels).
+comparison is made between rows of the same batch (identical kernels). Blocks before a
+batch's first skipped block are not run: they return the recorded clean residual
+(``reuse.py``); both variants of a prompt share the batches (:func:`skip_effect_groups`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from harness.interventions import reuse as reuse_rows
 from harness.interventions.backend import Backend
 
 EPS = 1e-6
@@ -76,37 +79,64 @@ def skip_edit(rows: list[SkipRow], front: int, n_tokens: int, row_offset: int = 
     return {point: make(entries) for point, entries in by_point.items()}
 
 
-@torch.no_grad()
 def skip_effects(
     backend: Backend,
     ids: list[int],
     positions: list[int | None],
     front: int = 1,
     budget_bytes: int = RECORD_BUDGET_BYTES,
+    reuse: bool = True,
 ) -> SkipEffect:
     """Skip every layer at every position ``t`` in ``positions`` (None: all tokens)."""
+    return skip_effect_groups(backend, ids, [positions], front, budget_bytes, reuse)[0]
+
+
+@torch.no_grad()
+def skip_effect_groups(
+    backend: Backend,
+    ids: list[int],
+    groups: list[list[int | None]],
+    front: int = 1,
+    budget_bytes: int = RECORD_BUDGET_BYTES,
+    reuse: bool = True,
+) -> list[SkipEffect]:
+    """One :class:`SkipEffect` per group of positions, maximised within the group; all
+    rows of all groups share the batches. With ``reuse`` (HookBackend), a batch starts
+    from the recorded clean residual at its first skipped block (``reuse.py``)."""
     n_layers, n_tokens = backend.loaded.n_layers, len(ids)
     rows = [
-        SkipRow(s, n_tokens if t is None else t, 0 if t is None else t) for t in positions for s in range(n_layers)
+        (g, SkipRow(s, n_tokens if t is None else t, 0 if t is None else t))
+        for g, positions in enumerate(groups)
+        for t in positions
+        for s in range(n_layers)
     ]
     d_model = backend.loaded.model.config.get_text_config().hidden_size
     per_row = (n_layers + 1) * n_tokens * d_model * 4
     rows_per_batch = max(1, budget_bytes // per_row - 1)
-    future = np.zeros((n_layers, n_layers), dtype=np.float32)
-    output = np.zeros(n_layers, dtype=np.float32)
-    for start in range(0, len(rows), rows_per_batch):
-        chunk = rows[start : start + rows_per_batch]
+    future = np.zeros((len(groups), n_layers, n_layers), dtype=np.float32)
+    output = np.zeros((len(groups), n_layers), dtype=np.float32)
+    reusing = reuse and reuse_rows.supports_reuse(backend)
+    clean = reuse_rows.record_clean(backend, ids) if reusing else None
+    # Each batch also runs the head on every position of its clean row: in block runs,
+    # (vocabulary x width) / (parameters of a block) per token.
+    block_size = sum(p.numel() for p in backend.loaded.adapter.blocks_of(backend.loaded.model)[0].parameters())
+    head = n_tokens * backend.loaded.vocab_size * d_model / block_size
+    points = [row.layer + 1 for _, row in rows]
+    for batch_rows in reuse_rows.plan(points, rows_per_batch, n_layers, reusing, n_tokens, head):
+        chunk = [rows[i] for i in batch_rows]
+        start = min(row.layer for _, row in chunk) if reusing else 0
         batch = torch.tensor([ids] * (len(chunk) + 1))
-        record = backend.forward(batch, edits=skip_edit(chunk, front, n_tokens))
+        with reuse_rows.replayed(backend, clean, start + 1):
+            record = backend.forward(batch, edits=skip_edit([row for _, row in chunk], front, n_tokens))
         clean_probs = torch.softmax(backend.logits(record.resid[-1][0]).float(), -1)  # [T, V]
-        for l in range(n_layers):
+        for l in range(start, n_layers):  # blocks before the first skipped one are unchanged
             contribution = record.layer(l).float()  # [B, T, D]
             change = (contribution[1:] - contribution[:1]).norm(dim=-1) / contribution[:1].norm(dim=-1).clamp(min=EPS)
-            for i, row in enumerate(chunk):
+            for i, (g, row) in enumerate(chunk):
                 value = change[i, row.measure_from :].max().item()
-                future[row.layer, l] = max(future[row.layer, l], value)
-        for i, row in enumerate(chunk):
+                future[g, row.layer, l] = max(future[g, row.layer, l], value)
+        for i, (g, row) in enumerate(chunk):
             probs = torch.softmax(backend.logits(record.resid[-1][i + 1, row.measure_from :]).float(), -1)
             value = (probs - clean_probs[row.measure_from :]).norm(dim=-1).max().item()
-            output[row.layer] = max(output[row.layer], value)
-    return SkipEffect(future=future, output=output)
+            output[g, row.layer] = max(output[g, row.layer], value)
+    return [SkipEffect(future=future[g], output=output[g]) for g in range(len(groups))]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import FuncFormatter
 
 from harness.claims.base import ClaimResult
 from harness.report.figures import _title, plt
@@ -71,5 +72,57 @@ def kl_curves(table: pd.DataFrame, model: str, what: str):
     ax.set_title(f"Tuned lens quality on held-out text: {model}\n{what} · n = {int(table['tokens'].iloc[0]):,} tokens", fontsize=9)
     ax.legend(fontsize=8)
     ax.set_xticks(np.arange(0, len(layers) + 1, max(1, len(layers) // 15)))
+    fig.tight_layout()
+    return fig
+
+
+def convergence_table(record: dict) -> pd.DataFrame:
+    """Tidy rows of a lens's convergence curve (``training.json``'s ``convergence``): one
+    per (stage, training tokens, layer) with the held-out KL, the point's mean over layers
+    0..L-1, the logit lens's mean and the number of held-out tokens."""
+    curve = record["convergence"]
+    rows = [
+        {"stage": p["stage"], "tokens": p["tokens"], "layer": layer, "kl": kl, "mean_kl": p["mean_kl"],
+         "logit_mean_kl": curve.get("logit_mean_kl"), "held_out_tokens": curve.get("held_out_tokens")}
+        for p in curve["points"] for layer, kl in enumerate(p["kl"])
+    ]
+    return pd.DataFrame(rows)
+
+
+def convergence_curves(table: pd.DataFrame, model: str, what: str):
+    """How held-out KL(final || lens) falls with training tokens: the mean over layers
+    0..L-1 (thick) and a few single layers (thin), one point per closed-form solution; the
+    final lens (after any SGD steps) as a star; the logit lens's mean as a dashed line."""
+    fig, ax = plt.subplots(figsize=(10, 4.6))
+    n_layers = int(table["layer"].max())
+    closed = table[table["stage"] == "closed form"]
+    final = table[table["stage"] == "final"]
+    points = closed if final.empty else pd.concat([closed, final[~final["tokens"].isin(closed["tokens"])]])
+    means = points.groupby("tokens")["mean_kl"].first()
+    ax.plot(means.index, means.to_numpy(), marker="o", color=LENS_COLORS["tuned"], linewidth=2.2, label="mean over layers 0..L-1")
+    cmap = plt.get_cmap("viridis")
+    shown = sorted({0, n_layers // 4, n_layers // 2, (3 * n_layers) // 4, n_layers - 1})
+    for i, layer in enumerate(shown):
+        part = points[points["layer"] == layer].sort_values("tokens")
+        ax.plot(part["tokens"], part["kl"], marker=".", linewidth=1, color=cmap(i / max(1, len(shown) - 1)), alpha=0.8, label=f"layer {layer}")
+    if not final.empty:
+        ax.plot(final["tokens"].iloc[0], final["mean_kl"].iloc[0], marker="*", markersize=14, color="#d35400", linestyle="none",
+                label=f"final lens (mean {final['mean_kl'].iloc[0]:.2f})")
+    logit = table["logit_mean_kl"].iloc[0]
+    if logit is not None and np.isfinite(logit):
+        ax.axhline(logit, color=LENS_COLORS["logit"], linestyle="--", linewidth=1, label=f"logit lens, mean ({logit:.1f})")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 100 else f"{v:g}")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="y", which="minor", labelsize=7)
+    ax.set_xlabel("Training tokens (log scale)")
+    ax.set_ylabel("KL(final || lens) in nats, log scale\n(mean over held-out tokens)")
+    held = table["held_out_tokens"].iloc[0]
+    n = f"n = {int(held):,} held-out tokens" if held is not None and np.isfinite(held) else "held-out tokens"
+    ax.set_title(f"Tuned lens convergence: held-out KL by training tokens: {model}\n{what} · {n}", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig

@@ -369,13 +369,16 @@ def build_model_report(folder: Path) -> Path:
 
 
 LENS_QUALITY_PREFIX = "tuned-lens-quality_"  # written by claims/test_tuned_lens.py
+LENS_CONVERGENCE_PREFIX = "tuned-lens-convergence_"  # likewise, for a lens fitted here in closed form
 
 
 def _lens_quality_section(folder: Path) -> str:
     """The tuned lens's held-out KL against the logit lens's, per layer, when a run wrote it:
-    every tuned-lens claim above rests on it."""
+    every tuned-lens claim above rests on it. Then, for a lens fitted here, how that KL fell
+    with the training tokens."""
     figures = sorted(folder.glob(f"{LENS_QUALITY_PREFIX}*.png"))
-    if not figures:
+    curves = sorted(folder.glob(f"{LENS_CONVERGENCE_PREFIX}*.png"))
+    if not figures and not curves:
         return ""
     out = [
         '<h2 id="lens-quality">Tuned lens quality</h2>',
@@ -383,11 +386,21 @@ def _lens_quality_section(folder: Path) -> str:
         "held-out text the tuned lens was not trained on (lower is better; 0 at the last layer by "
         "construction). The tuned-lens claims are only as good as this curve.</p>",
     ]
-    for png in figures:
-        csv = png.with_suffix(".csv")
-        link = f' · <a href="{href(csv.name)}">{esc(csv.name)}</a>' if csv.is_file() else ""
-        out.append(f'<figure><img src="{href(png.name)}" alt="{esc(png.stem)}"><figcaption>{esc(png.stem)}{link}</figcaption></figure>')
+    out += [_figure(png) for png in figures]
+    if curves:
+        out.append(
+            '<p id="lens-convergence">How the same held-out KL falls with the tokens the lens was fitted on: the '
+            "closed-form fit solved after 1/8, 1/4, 1/2 and all of its training tokens, and the final lens "
+            "(after any SGD steps). A curve that has flattened says more text would not make the lens better.</p>"
+        )
+        out += [_figure(png) for png in curves]
     return "\n".join(out)
+
+
+def _figure(png: Path) -> str:
+    csv = png.with_suffix(".csv")
+    link = f' · <a href="{href(csv.name)}">{esc(csv.name)}</a>' if csv.is_file() else ""
+    return f'<figure><img src="{href(png.name)}" alt="{esc(png.stem)}"><figcaption>{esc(png.stem)}{link}</figcaption></figure>'
 
 
 def _schema_note(problems: list[str], n_records: int) -> str:
