@@ -13,7 +13,7 @@ EXPECTED_NOT_REPLICATED: dict[tuple[str, ...], str] = {
     ("GTR-4", "smollm2-135m-instruct-q4", "logit"): (
         "inconclusive on the embedded facts, now with enough 3-token facts to decide (679 facts; 23 paired "
         "2-token and 61 paired 3-token facts, all positions correct): the weakest of the paired differences is "
-        "-0.066 layers (95% CI -1.75 to 0.47, n=84), so at least one of the checks (length x k) does not put "
+        "-0.066 layers (95% CI -1.75 to 0.47, n=84): at least one check (length x k) cannot show "
         "answer token 1 deeper than the later tokens on this model; earlier, with 6 paired 3-token facts, the "
         "2-token checks replicated (k=1: +0.96, CI 0.35-1.60)."
     ),
