@@ -65,7 +65,8 @@ def _report(args) -> int:
 def _train_lens(args) -> int:
     """Fit the tuned lenses the claims need for one model (the standard one, and GTR-7's
     down-weighted one with --weighting both), or report the cached ones. The default recipe
-    on a CPU is the closed form (ridge least squares on the whole training split)."""
+    on a CPU is the closed form (ridge least squares on every token of the training split; one
+    forward pass fits both lenses)."""
     from harness.lens_training import WEIGHTINGS
     from harness.models import UnknownModel, resolve
     from harness.session import ModelSession, RunConfig
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--data-dir", type=Path, default=None, help="folder laid out like ../shared/data: train on its Wikipedia paragraphs (default: the embedded prose)")
     train.add_argument(
         "--recipe", default="auto", choices=["auto", *RECIPES],
-        help="auto: 'paper' on a GPU (SGD from the closed form), 'closed-form' on CPU (ridge least squares, no SGD); "
+        help="auto: 'paper' on a GPU (SGD from the closed form), 'closed-form' on CPU (ridge least squares on the whole training split, no SGD); "
              "'cpu-small': the package's SGD loop from zero, small",
     )
     train.add_argument("--weighting", default="both", choices=["both", *WEIGHTINGS], help="which lens: standard, GTR-7's downweight-frequent, or both (default)")

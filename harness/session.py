@@ -11,7 +11,7 @@ import logging
 import platform
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -28,7 +28,18 @@ from harness.data.prose import Corpus, DataMissing, load_prose
 from harness.frequency import FrequencyTable, token_frequencies
 from harness.interventions.backend import make_backend
 from harness.interventions.measurements import DepthMeasurements
-from harness.lens_training import kl_table, obtain_lens, pack_corpus, resolve_recipe
+from harness.lens_training import (
+    WEIGHTINGS,
+    ClosedForm,
+    RowFit,
+    fit_packed,
+    is_held_out,
+    kl_table,
+    lens_folder,
+    obtain_lens,
+    pack_corpus,
+    resolve_recipe,
+)
 from harness.lenses import Lens, LogitLens, make_lens
 from harness.models import load_model, resolve
 from harness.report.outputs import ReportWriter
@@ -85,6 +96,8 @@ class ModelSession:
         self._lenses: dict[str, Lens] = {}
         self._traces: dict[tuple, LayerTrace] = {}
         self._prose_rows: dict[str, CapturedRows] | None = None
+        self._closed_forms: dict[str, ClosedForm] = {}
+        self._captured: dict[str, CapturedRows] = {}
 
     @property
     def name(self) -> str:
@@ -128,8 +141,46 @@ class ModelSession:
             self._lenses[key] = obtain_lens(
                 self.loaded, self.backend, self.corpus, self.lens_recipe, weighting, self.frequency,
                 train=self.config.train_lens, alignment=self.config.lens_alignment, data_dir=self.config.data_dir,
+                closed_form=lambda: self._closed_form(weighting),
             )
         return self._lenses[key]
+
+    def _missing_lens_fits(self) -> list[str]:
+        """The weightings whose self-trained lens this run will fit in closed form (with
+        --train-lens): those not in the lens cache yet."""
+        recipe = self.lens_recipe
+        if not self.config.train_lens or recipe.start != "closed-form":
+            return []
+        return [w for w in WEIGHTINGS if not (lens_folder(self.loaded, self._lens_data, recipe, w) / "config.json").is_file()]
+
+    @cached_property
+    def _lens_data(self):
+        return pack_corpus(self.corpus, self.loaded.tokenizer, self.lens_recipe.seq_len)
+
+    def _closed_form(self, weighting: str) -> ClosedForm:
+        """The closed-form fit of ``weighting``; one forward pass fits every lens this run
+        misses: over the packed training split, or, for a ``prose-pass`` recipe, the shared
+        prose pass (which runs again only when this run's first pass did not fit it)."""
+        if weighting not in self._closed_forms:
+            fits = sorted({weighting, *self._missing_lens_fits()})
+            if self.lens_recipe.fit_source == "prose-pass":
+                self._prose_pass(fits)
+            else:
+                started = time.perf_counter()
+                data = self._lens_data
+                row_fits = self._row_fits(fits, data.train.numel())
+                fit_packed(self.loaded, self.backend, data, self.lens_recipe, row_fits)
+                results = {w: row_fit.result() for w, row_fit in row_fits.items()}
+                seconds = time.perf_counter() - started  # the whole pass: forward, every fit's sums and solves
+                self._closed_forms.update({w: replace(r, seconds=seconds, fitted_with=tuple(fits)) for w, r in results.items()})
+        return self._closed_forms.pop(weighting)
+
+    def _row_fits(self, weightings: list[str], total_tokens: int) -> dict[str, RowFit]:
+        # The convergence curve (three more lenses to measure on held-out text) for the standard lens only.
+        return {
+            w: RowFit(self.loaded, self.lens_recipe, w, self.frequency, total_tokens, self.lens_recipe.curve and w == "standard")
+            for w in weightings
+        }
 
     def _tuned_lens(self) -> TunedLens:
         published = self.config.tuned_lens or self.loaded.spec.tuned_lens
@@ -189,21 +240,50 @@ class ModelSession:
 
     @cached_property
     def prose_carriers(self) -> list[list[int]]:
-        """Each paragraph's tokens, tokenised as the GTR-1 and GTR-3 prompts are (those
-        prompts are token prefixes of these, which ``shared_pass`` checks prompt by prompt)."""
-        limit = max(gtr.PREFIX_MAX_TOKENS, pos.POS_MAX_TOKENS)
+        """Each paragraph's tokens (up to the lens recipe's ``fit_max_tokens``), tokenised as
+        the GTR-1 and GTR-3 prompts are (those prompts are token prefixes of these, which
+        ``shared_pass`` checks prompt by prompt; a carrier runs only as far as it is read,
+        or in full when a lens is fitted on it)."""
         tok = self.loaded.tokenizer
+        limit = self.lens_recipe.fit_max_tokens
         return [list(tok(p.text, truncation=True, max_length=limit)["input_ids"]) for p in self.corpus.paragraphs]
 
     def prose_rows(self) -> dict[str, CapturedRows]:
         """The GTR-1/2/6/7 and GTR-3 rows of the prose corpus from one forward pass per
-        paragraph; every lens is applied to them (no further forward pass)."""
+        paragraph; every lens is applied to them (no further forward pass). With --train-lens,
+        the same pass fits the missing self-trained lenses (``_closed_form``)."""
         if self._prose_rows is None:
-            requests = [self.prefix_request, self._pos_request[0]]
-            started = time.perf_counter()
-            self._prose_rows = capture_shared(self.engine, requests, self.prose_carriers)
-            log.info("shared prose pass: %.1f s", time.perf_counter() - started)
+            self._prose_pass(self._missing_lens_fits() if self.lens_recipe.fit_source == "prose-pass" else [])
         return self._prose_rows
+
+    def _prose_pass(self, fits: list[str]) -> None:
+        """One forward pass over the prose paragraphs: the GTR-1/2/6/7 and GTR-3 rows, and the
+        closed-form fits of the weightings ``fits`` on every token of the training paragraphs
+        (the held-out ones are never fitted)."""
+        requests = [self.prefix_request, self._pos_request[0]]
+        carriers = self.prose_carriers
+        fit_carriers = [bool(fits) and not is_held_out(i) for i in range(len(carriers))]
+        row_fits = self._row_fits(fits, sum(len(c) for c, f in zip(carriers, fit_carriers) if f))
+
+        def on_fit_rows(rows: CapturedRows) -> None:
+            for row_fit in row_fits.values():
+                row_fit.add(rows)
+
+        started = time.perf_counter()
+        self._prose_rows = capture_shared(self.engine, requests, carriers, fit_carriers, on_fit_rows if fits else None)
+        self._closed_forms.update({w: replace(row_fit.result(), fitted_with=tuple(fits)) for w, row_fit in row_fits.items()})
+        log.info("shared prose pass (lens fits: %s): %.1f s", ", ".join(fits) or "none", time.perf_counter() - started)
+
+    def _rows_of(self, request: TraceRequest):
+        """The captured rows of ``request``, computed on the first trace that misses the cache
+        and kept for the run, so that every further lens reads them without a forward pass."""
+
+        def rows() -> CapturedRows:
+            if request.name not in self._captured:
+                self._captured[request.name] = self.engine.capture(request)
+            return self._captured[request.name]
+
+        return rows
 
     @cached_property
     def facts(self) -> FactSet:
@@ -225,7 +305,8 @@ class ModelSession:
         """The GTR-4 trace: prompt + answer, read at the positions predicting each answer token."""
         key = ("facts", lens_name)
         if key not in self._traces:
-            self._traces[key] = self.engine.trace(self.fact_rows.request, self.lens(lens_name), gtr_facts.FACT_REDUCTIONS)
+            request = self.fact_rows.request
+            self._traces[key] = self.engine.trace(request, self.lens(lens_name), gtr_facts.FACT_REDUCTIONS, rows=self._rows_of(request))
         return self._traces[key]
 
     @cached_property
@@ -237,7 +318,8 @@ class ModelSession:
         """The GTR-5 trace: last position of each few-shot prompt, scored on the options."""
         key = ("choices", lens_name)
         if key not in self._traces:
-            self._traces[key] = self.engine.trace(self.choice_rows.request, self.lens(lens_name), gtr.CHOICE_REDUCTIONS)
+            request = self.choice_rows.request
+            self._traces[key] = self.engine.trace(request, self.lens(lens_name), gtr.CHOICE_REDUCTIONS, rows=self._rows_of(request))
         return self._traces[key]
 
     def provenance(

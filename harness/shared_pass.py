@@ -1,8 +1,8 @@
 """One forward pass per paragraph for every request that reads the same prose.
 
 GTR-1/2 read prefixes of the corpus's paragraphs, GTR-3 reads other positions of the same
-paragraphs, and the closed-form tuned lens is fitted on every position of the training
-paragraphs. With causal attention the residuals at position ``p`` of a prompt depend only
+paragraphs, and a closed-form tuned lens with ``fit_source="prose-pass"`` is fitted on
+every position of the training paragraphs. With causal attention the residuals at position ``p`` of a prompt depend only
 on its tokens ``0..p``, so a prompt that is a token prefix of a longer sequence (a
 *carrier*) can be read from the carrier's forward pass. :func:`capture_shared` maps every
 prompt of every request to a carrier (a prompt that is a prefix of none becomes its own
@@ -103,6 +103,8 @@ def capture_shared(
         read = np.array([p in plan.reads[c] for c, p in zip(carrier_of, rows.position)], dtype=bool)
         if read.any():
             parts.append(_subset(rows, np.flatnonzero(read)))
+    if not requests:
+        return {}
     kept = CapturedRows.concat(parts, shared)
     row_of = {(int(e), int(p)): k for k, (e, p) in enumerate(zip(kept.example, kept.position))}
     slot = {c: j for j, c in enumerate(run)}

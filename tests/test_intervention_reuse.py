@@ -61,6 +61,8 @@ def test_erasure_map_with_reuse_equals_the_plain_computation(case: Case):
     reused = erasure_map(backend, ids, answer_len=2, baseline=baseline)
     np.testing.assert_allclose(reused, plain, **TOL)
     assert plain.max() > 1e-3
+    # One row per batch: every residual point is a start point.
+    np.testing.assert_allclose(erasure_map(backend, ids, 2, baseline, budget_bytes=1), plain, **TOL)
 
 
 def test_integrated_gradients_with_reuse_equal_the_plain_computation(case: Case):
@@ -102,14 +104,14 @@ def test_reuse_equals_the_plain_computation_on_the_default_model(default_backend
     tok = backend.loaded.tokenizer
     ids = list(tok(load_problems(None).problems[0].prompt()).input_ids)[:24]
     plain, reused = (skip_effect_groups(backend, ids, [[16], [None]], reuse=flag) for flag in (False, True))
-    for a, b in zip(reused, plain):
+    for a, b in zip(reused, plain):  # 5 batches, 5 start points
         np.testing.assert_allclose(a.future, b.future, **TOL)
         np.testing.assert_allclose(a.output, b.output, **TOL)
     q, a = continuation_ids(tok, "3 + 4 = ", "7")
     sum_ids, answer_len = q + a, len(a)
     baseline = mean_residuals(backend, [ids])
     plain, reused = (erasure_map(backend, sum_ids, answer_len, baseline, reuse=flag) for flag in (False, True))
-    np.testing.assert_allclose(reused, plain, **TOL)
+    np.testing.assert_allclose(reused, plain, **TOL)  # 7 batches, 7 start points
     plain, reused = (integrated_gradients(backend, sum_ids, answer_len, steps=4, reuse=flag) for flag in (False, True))
     np.testing.assert_allclose(reused.values, plain.values, **TOL)
     np.testing.assert_allclose(reused.output_difference, plain.output_difference, **TOL)

@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -202,3 +203,39 @@ def test_the_closed_form_lens_beats_the_logit_lens_on_the_default_model():
     table = kl_table({"logit": LogitLens(loaded), "tuned": lens}, backend, data.held_out[:1])
     before = table[table.layer < loaded.n_layers]
     assert (before.tuned_kl < before.logit_kl).all(), table
+
+
+@pytest.mark.parametrize("weighting", ["standard", "downweight-frequent"])
+def test_a_fit_on_the_shared_pass_equals_the_fit_on_its_own_passes(case: Case, weighting: str):  # noqa: F811
+    """On every family: the ``prose-pass`` fit (RowFit fed by ``capture_shared`` with every
+    sequence marked for fitting) equals ``fit_closed_form`` on the same sequences, weighted
+    (GTR-7's buckets of the final prediction) or not, and so does its convergence curve;
+    so does ``fit_packed``, which fits several weightings on one pass."""
+    from harness.frequency import FrequencyTable
+    from harness.lens_training import RowFit
+    from harness.shared_pass import capture_shared
+    from harness.trace import TraceEngine
+
+    ids = _random_ids(12, 16, FAMILY_VOCAB, 3)
+    data = LensData("random", "0" * 64, ids, ids[:2])
+    vocab = case.loaded.vocab_size
+    freq = FrequencyTable("tiny", "random", "0" * 64, vocab, np.arange(vocab)[::-1].copy()) if weighting != "standard" else None
+    backend = HookBackend(case.loaded)
+    recipe = replace(CLOSED, fit_batch_sequences=3, fit_source="prose-pass")
+    plain = fit_closed_form(case.loaded, backend, data, recipe, weighting, freq, fractions=(0.25, 0.5))
+    row_fit = RowFit(case.loaded, recipe, weighting, freq, total_tokens=ids.numel())
+    engine = TraceEngine(case.loaded, backend=backend, batch_size=3)
+    engine.progress = False
+    assert capture_shared(engine, [], ids.tolist(), [True] * len(ids), row_fit.add) == {}
+    shared = row_fit.result()
+    assert shared.tokens == plain.tokens == ids.numel()
+    torch.testing.assert_close(_params(shared.translators), _params(plain.translators), rtol=1e-4, atol=1e-4)
+    assert [t for t, _ in shared.curve] == [t for t, _ in plain.curve][: len(shared.curve)] and len(shared.curve) == 2
+    for (_, a), (_, b) in zip(shared.curve, plain.curve):
+        torch.testing.assert_close(_params(a), _params(b), rtol=1e-4, atol=1e-4)
+    # fit_packed: one pass over the packed sequences feeds both lenses, each equal to its own fit
+    from harness.lens_training import fit_packed
+
+    both = {w: RowFit(case.loaded, recipe, w, freq, total_tokens=ids.numel()) for w in ("standard", weighting)}
+    fit_packed(case.loaded, backend, data, recipe, both)
+    torch.testing.assert_close(_params(both[weighting].result().translators), _params(plain.translators), rtol=1e-4, atol=1e-4)

@@ -276,10 +276,11 @@ def test_every_recipe_field_is_part_of_the_lens_key():
     recipe = RECIPES["closed-form"]
     assert recipe.key()["training_version"] == TRAINING_VERSION >= 2
     keys = {lens_key(loaded, data, r, "standard") for r in (
-        recipe, replace(recipe, ridge_scale=1e-2), replace(recipe, target="residual"), replace(recipe, steps=4),
-        replace(recipe, fit_sequences=8), replace(recipe, start="zero"),
+        recipe, replace(recipe, ridge_scale=1e-2), replace(recipe, target="normalised"), replace(recipe, steps=4),
+        replace(recipe, fit_sequences=8), replace(recipe, start="zero"), replace(recipe, fit_source="prose-pass"),
+        replace(recipe, fit_max_tokens=256),
     )}
-    assert len(keys) == 6
+    assert len(keys) == 8
     assert lens_key(loaded, data, recipe, "standard") != lens_key(loaded, data, recipe, "downweight-frequent")
 
 
