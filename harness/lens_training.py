@@ -130,7 +130,7 @@ RECIPES: dict[str, Recipe] = {
     # The default on CPU (README, benchmarks/lens_recipes.py: measured): the closed form with
     # the h_L target on the whole packed training split, both lenses (standard, GTR-7's) from
     # one forward pass (ModelSession), no SGD; measured on 2 held-out sequences (256 tokens:
-    # the lens's KL is 3-20x below the logit lens's there, far beyond its standard error).
+    # the lens's KL is 2.5-20x below the logit lens's there, far beyond its standard error).
     # Of the targets it alone beats least squares on cpu-small's 12k tokens at every layer
     # before L; a fit on the shared prose pass (fit_source="prose-pass": paragraphs, no
     # separators or cross-paragraph context) is worse on the packed held-out text at 19 layers.
