@@ -50,7 +50,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -400,6 +400,12 @@ class ClosedForm:
     fitted_with: tuple[str, ...] = ()  # the weightings fitted on the same forward pass (its seconds are theirs too)
 
 
+def curve_fractions(recipe: Recipe) -> list[float]:
+    """Where a closed-form fit is also solved for its convergence curve (fractions of its
+    tokens): 1/8, 1/4, 1/2, and all of them when SGD follows (the closed form before SGD)."""
+    return [f for f in CURVE_FRACTIONS if f < 1 or recipe.steps > 0] if recipe.curve else []
+
+
 def fit_closed_form(
     loaded: LoadedModel,
     backend,
@@ -409,34 +415,21 @@ def fit_closed_form(
     freq: FrequencyTable | None = None,
     fractions: Sequence[float] = (),
 ) -> ClosedForm:
-    """Stream the recipe's training sequences (all of ``data.train`` unless
-    ``recipe.fit_sequences``) through the model into a :class:`LensFit` and solve it; also
-    solve it after each of ``fractions`` of the batches (the convergence curve).
+    """One lens's closed form on the recipe's training sequences (all of ``data.train``
+    unless ``recipe.fit_sequences``): :func:`fit_packed` with one :class:`RowFit`, also
+    solved after each of ``fractions`` of the tokens (the convergence curve); its seconds
+    include the forward passes.
 
     Translator 0 reads the token embedding, which carries no position, so the first position
     of each sequence is left out of its fit: there models park their attention sink, whose
     ``h_L`` (about 6x the usual norm on the default model) no embedding can predict and which
     would otherwise pull the fit of ordinary tokens (held-out KL at layer 0: 5.34 instead of
     5.42 nats on the default model; benchmarks/lens_recipes.py)."""
-    weights = WEIGHTINGS[weighting]
     ids = data.train if recipe.fit_sequences is None else data.train[: recipe.fit_sequences]
-    head = LogitLens(loaded)
-    d = loaded.adapter.unembed_of(loaded.model).weight.shape[1]
-    fit = LensFit(loaded.n_layers, d, recipe.ridge_scale, recipe.target)
-    starts = list(range(0, len(ids), recipe.fit_batch_sequences))
-    marks = {max(1, math.ceil(f * len(starts))) for f in fractions}
-    curve: list[tuple[int, nn.ModuleList]] = []
     started = time.perf_counter()
-    for i, start in enumerate(tqdm(starts, desc=f"closed-form {weighting} tuned lens · {loaded.spec.name} · {recipe.name}")):
-        with torch.no_grad():
-            record = backend.forward(ids[start:start + recipe.fit_batch_sequences])
-            resid = [h.reshape(-1, h.shape[-1]) for h in record.resid]
-            w = None if weights is None else position_weights(head.head(resid[-1]).float(), freq, weights)
-            fit.add(resid, fit_weights(w, loaded.n_layers, *record.resid[0].shape[:2]))
-        if i + 1 in marks:
-            curve.append((fit.tokens, fit.solve()))
-    translators = curve[-1][1] if curve and curve[-1][0] == fit.tokens else fit.solve()
-    return ClosedForm(translators, fit.tokens, time.perf_counter() - started, curve)
+    row_fit = RowFit(loaded, recipe, weighting, freq, ids.numel(), fractions)
+    fit_packed(loaded, backend, replace(data, train=ids), recipe, {weighting: row_fit})
+    return replace(row_fit.result(), seconds=time.perf_counter() - started)
 
 
 @dataclass(frozen=True)
@@ -477,17 +470,16 @@ class RowFit:
     holding *every* position of some training sequences, weights it as
     :func:`fit_closed_form` does (GTR-7's buckets of the final prediction; weight 0 for
     translator 0 at each sequence's first position) and adds it to a :class:`LensFit`; the
-    fit is also solved after 1/8, 1/4 and 1/2 of ``total_tokens`` (the convergence curve).
-    :meth:`result` solves it."""
+    fit is also solved after each of ``fractions`` of ``total_tokens`` (the convergence
+    curve, :func:`curve_fractions`). :meth:`result` solves it."""
 
     def __init__(
         self, loaded: LoadedModel, recipe: Recipe, weighting: str, freq: FrequencyTable | None, total_tokens: int,
-        curve: bool = True,
+        fractions: Sequence[float] = (),
     ):
         d = loaded.adapter.unembed_of(loaded.model).weight.shape[1]
         self.n_layers, self.weights, self.freq = loaded.n_layers, WEIGHTINGS[weighting], freq
         self.fit = LensFit(loaded.n_layers, d, recipe.ridge_scale, recipe.target)
-        fractions = [f for f in CURVE_FRACTIONS if f < 1] if curve else []
         self.marks = sorted({max(1, math.ceil(f * total_tokens)) for f in fractions})
         self.curve: list[tuple[int, nn.ModuleList]] = []
         self.seconds = 0.0
@@ -508,7 +500,8 @@ class RowFit:
         if self.fit.tokens == 0:
             raise ValueError("The closed-form fit read no rows: the shared pass had no training paragraph.")
         started = time.perf_counter()
-        translators = self.fit.solve()
+        done = self.curve and self.curve[-1][0] == self.fit.tokens  # solved at all tokens already
+        translators = self.curve[-1][1] if done else self.fit.solve()
         return ClosedForm(translators, self.fit.tokens, self.seconds + time.perf_counter() - started, self.curve)
 
 
@@ -661,7 +654,7 @@ def fit_lens(
             init.load_state_dict(state["translators"])
             closed, convergence, eval_seconds = state["closed_form"], state["convergence"], state["eval_seconds"]
         else:
-            fractions = [f for f in CURVE_FRACTIONS if f < 1 or recipe.steps > 0] if recipe.curve and eval_ids is not None else []
+            fractions = curve_fractions(recipe) if eval_ids is not None else []
             if closed_form is not None:
                 fit = closed_form()
             elif recipe.fit_source == "prose-pass":

@@ -32,6 +32,7 @@ from harness.lens_training import (
     WEIGHTINGS,
     ClosedForm,
     RowFit,
+    curve_fractions,
     fit_packed,
     is_held_out,
     kl_table,
@@ -178,7 +179,7 @@ class ModelSession:
     def _row_fits(self, weightings: list[str], total_tokens: int) -> dict[str, RowFit]:
         # The convergence curve (three more lenses to measure on held-out text) for the standard lens only.
         return {
-            w: RowFit(self.loaded, self.lens_recipe, w, self.frequency, total_tokens, self.lens_recipe.curve and w == "standard")
+            w: RowFit(self.loaded, self.lens_recipe, w, self.frequency, total_tokens, curve_fractions(self.lens_recipe) if w == "standard" else ())
             for w in weightings
         }
 

@@ -223,7 +223,7 @@ def test_a_fit_on_the_shared_pass_equals_the_fit_on_its_own_passes(case: Case, w
     backend = HookBackend(case.loaded)
     recipe = replace(CLOSED, fit_batch_sequences=3, fit_source="prose-pass")
     plain = fit_closed_form(case.loaded, backend, data, recipe, weighting, freq, fractions=(0.25, 0.5))
-    row_fit = RowFit(case.loaded, recipe, weighting, freq, total_tokens=ids.numel())
+    row_fit = RowFit(case.loaded, recipe, weighting, freq, total_tokens=ids.numel(), fractions=(0.25, 0.5))
     engine = TraceEngine(case.loaded, backend=backend, batch_size=3)
     engine.progress = False
     assert capture_shared(engine, [], ids.tolist(), [True] * len(ids), row_fit.add) == {}
