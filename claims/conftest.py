@@ -36,11 +36,13 @@ def _lens_available(request, need_lens):
 def publish(model_session, claim_results, claim_snapshot):  # noqa: F811  (the imported fixture)
     """Write the CSV, figure and claims.json record, then assert the verdict."""
 
-    def _publish(result: ClaimResult, table, fig, trace=None, data: dict | None = None, lenses=None) -> None:
-        """``trace``: the engine trace the result read; ``data``: provenance of the
-        prompts of an intervention result; ``lenses``: the lenses a comparison read."""
+    def _publish(result: ClaimResult, table, figure, trace=None, data: dict | None = None, lenses=None) -> None:
+        """``figure``: ``partial(figure_function, result, table, ...)``, drawn unless the
+        report already holds it drawn from the same arguments; ``trace``: the engine trace
+        the result read; ``data``: provenance of the prompts of an intervention result;
+        ``lenses``: the lenses a comparison read."""
         provenance = model_session.provenance(None if lenses else model_session.lens_of_label(result.lens), trace, data, lenses)
-        paths = model_session.writer.publish(result, table, fig, provenance)
+        paths = model_session.writer.publish(result, table, figure, provenance)
         claim_results.append((result, paths))
         claim_snapshot(result, table, provenance)  # fails on a number that moved beyond its tolerance
         if result.claim.threshold is None:

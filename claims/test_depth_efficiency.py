@@ -4,6 +4,8 @@ paper's digit sum "5 + 7 + 5 + 3 + 1 + 7 = 28" (plus seeded sums like it)."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 
 from harness.claims import cso
@@ -20,7 +22,7 @@ def test_cso1_second_half_contributes_less(model_session, publish):
     relative = {p: c[f"relative_{p}"] for p in cso.PARTS}
     cosine = {p: c[f"cosine_{p}"] for p in cso.PARTS}
     result, table = cso.cso1_second_half_contributes_less(relative, cosine, model_session.name, depth.problems.name)
-    fig = figures_depth.contribution_bars(result, table, "relative_contribution")
+    fig = partial(figures_depth.contribution_bars, result, table, "relative_contribution")
     publish(result, table, fig, data=depth.data_provenance("contributions"))
 
 
@@ -31,7 +33,7 @@ def test_cso2_cosine_to_the_residual(model_session, publish):
     c = depth.contributions()
     cosine = {p: c[f"cosine_{p}"] for p in cso.PARTS}
     result, table = cso.cso2_cosine_curve(cosine, model_session.name, depth.problems.name)
-    publish(result, table, figures_depth.contribution_bars(result, table, "cosine"), data=depth.data_provenance("contributions"))
+    publish(result, table, partial(figures_depth.contribution_bars, result, table, "cosine"), data=depth.data_provenance("contributions"))
 
 
 def test_cso3_second_half_barely_affects_future_computation(model_session, publish):
@@ -43,7 +45,7 @@ def test_cso3_second_half_barely_affects_future_computation(model_session, publi
     result, table = cso.cso3_skip_effects(
         m["future_map"], m["future_output"], m["all_map"], m["all_output"], model_session.name, depth.problems.name
     )
-    publish(result, table, figures_depth.skip_effect_figure(result, table), data=depth.data_provenance("skips"))
+    publish(result, table, partial(figures_depth.skip_effect_figure, result, table), data=depth.data_provenance("skips"))
 
 
 def test_cso4_second_half_refines_the_output(model_session, publish):
@@ -52,7 +54,7 @@ def test_cso4_second_half_refines_the_output(model_session, publish):
     depth = model_session.depth
     trace = depth.refinement_trace()
     result, table = cso.cso4_second_half_refines(trace, model_session.name, "logit", depth.problems.name)
-    publish(result, table, figures_depth.refinement_figure(result, table), trace)
+    publish(result, table, partial(figures_depth.refinement_figure, result, table), trace)
 
 
 def test_cso5_no_compositional_tiling(model_session, publish):
@@ -62,7 +64,7 @@ def test_cso5_no_compositional_tiling(model_session, publish):
     prompts = [p for _, p in depth.map_prompts]
     effects = depth.unpad(depth.erasure()["effect"])
     result, table = cso.cso5_no_compositional_tiling(prompts, effects, model_session.name, "digit-sums")
-    publish(result, table, figures_depth.erasure_map_figure(result, table), data=depth.data_provenance("erasure"))
+    publish(result, table, partial(figures_depth.erasure_map_figure, result, table), data=depth.data_provenance("erasure"))
 
 
 def test_cso6_integrated_gradients_agree(model_session, publish):
@@ -77,5 +79,5 @@ def test_cso6_integrated_gradients_agree(model_session, publish):
         prompts, attributions, effects, g["completeness_error"], model_session.name, "digit-sums"
     )
     _, erasure_table = cso.cso5_no_compositional_tiling(prompts, effects, model_session.name, "digit-sums")
-    fig = figures_depth.gradient_map_figure(result, table, erasure_table)
+    fig = partial(figures_depth.gradient_map_figure, result, table, erasure_table)
     publish(result, table, fig, data=depth.data_provenance("gradients"))

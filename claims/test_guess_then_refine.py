@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 
 from harness.claims import gtr, gtr_facts, gtr_lens, gtr_pos
@@ -19,7 +21,7 @@ def test_gtr1_early_layers_guess_frequent_tokens(model_session, lens_name, publi
         trace, model_session.frequency, model_session.name, model_session.lens_label(lens_name),
         model_session.corpus.name,
     )
-    publish(result, table, figures.stacked_bucket_bars(result, table), trace)
+    publish(result, table, partial(figures.stacked_bucket_bars, result, table), trace)
 
 
 def test_gtr2_early_guesses_get_refined(model_session, lens_name, publish):
@@ -30,7 +32,7 @@ def test_gtr2_early_guesses_get_refined(model_session, lens_name, publish):
         trace, model_session.frequency, model_session.name, model_session.lens_label(lens_name),
         model_session.corpus.name,
     )
-    publish(result, table, figures.flip_rate_bars(result, table), trace)
+    publish(result, table, partial(figures.flip_rate_bars, result, table), trace)
 
 
 def test_gtr3_function_words_settle_early(model_session, lens_name, publish):
@@ -41,7 +43,7 @@ def test_gtr3_function_words_settle_early(model_session, lens_name, publish):
         trace, examples, model_session.name, model_session.lens_label(lens_name), model_session.corpus.name,
         tagger=model_session.pos_tags.provenance,
     )
-    publish(result, table, earliest_layer_curves(result, table, "tag", what="function words settle early"), trace)
+    publish(result, table, partial(earliest_layer_curves, result, table, "tag", what="function words settle early"), trace)
 
 
 def test_gtr4_first_fact_token_needs_most_depth(model_session, lens_name, publish):
@@ -50,7 +52,8 @@ def test_gtr4_first_fact_token_needs_most_depth(model_session, lens_name, publis
     rows = model_session.fact_rows
     trace = model_session.fact_trace(lens_name)
     result, table = gtr_facts.gtr4_first_fact_token_deepest(trace, rows, model_session.name, model_session.lens_label(lens_name))
-    fig = earliest_layer_curves(
+    fig = partial(
+        earliest_layer_curves,
         result, table[table.set == "paired"], ["answer_length", "position"],
         colors=gtr_facts.FIGURE_COLORS, what="the first answer token needs the most depth",
     )
@@ -64,7 +67,7 @@ def test_gtr5_options_shortlisted_by_mid_depth_and_chosen_late(model_session, le
     result, table = gtr.gtr5_shortlist_then_decide(
         trace, model_session.choice_rows, model_session.name, model_session.lens_label(lens_name)
     )
-    publish(result, table, figures.choice_curves(result, table), trace)
+    publish(result, table, partial(figures.choice_curves, result, table), trace)
 
 
 def test_gtr6_logit_lens_underrates_frequent_tokens_vs_tuned(model_session, need_lens, publish):
@@ -76,7 +79,7 @@ def test_gtr6_logit_lens_underrates_frequent_tokens_vs_tuned(model_session, need
     result, table = gtr_lens.gtr6_logit_lens_underrates_frequent(
         logit_trace, tuned_trace, model_session.frequency, model_session.name, label, model_session.corpus.name
     )
-    publish(result, table, figures_lens.top10_mass_curves(result, table), logit_trace, lenses=[logit, tuned])
+    publish(result, table, partial(figures_lens.top10_mass_curves, result, table), logit_trace, lenses=[logit, tuned])
 
 
 def test_gtr7_frequent_guesses_survive_downweighted_tuned_lens(model_session, need_lens, publish):
@@ -90,4 +93,4 @@ def test_gtr7_frequent_guesses_survive_downweighted_tuned_lens(model_session, ne
     result, table = gtr_lens.gtr7_frequent_guesses_not_probe_artefact(
         standard_trace, weighted_trace, model_session.frequency, model_session.name, label, model_session.corpus.name
     )
-    publish(result, table, figures_lens.top10_share_curves(result, table), standard_trace, lenses=[standard, weighted])
+    publish(result, table, partial(figures_lens.top10_share_curves, result, table), standard_trace, lenses=[standard, weighted])

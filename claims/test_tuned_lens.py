@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 
 from harness.report.figures_lens import convergence_curves, convergence_table, kl_curves
-from harness.report.outputs import atomic_path
+from harness.report.outputs import atomic_path, write_figure_once
 
 pytestmark = pytest.mark.claim
 
 
-def _write(folder, stem: str, table, fig) -> None:
-    import matplotlib.pyplot as plt
-
+def _write(folder, stem: str, table, figure: partial) -> None:
     with atomic_path(folder / f"{stem}.csv") as tmp:
         table.to_csv(tmp, index=False)
-    with atomic_path(folder / f"{stem}.png") as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    write_figure_once(folder / f"{stem}.png", figure)
 
 
 def test_tuned_lens_beats_logit_lens_on_held_out_text(model_session, need_lens):
@@ -29,11 +27,11 @@ def test_tuned_lens_beats_logit_lens_on_held_out_text(model_session, need_lens):
     suffix = f"{model_session.lens_label('tuned')}_{model_session.corpus.name}"
     folder = model_session.writer.folder
     source = ", ".join(f"{k} {v}" for k, v in lens.source.items())
-    _write(folder, f"tuned-lens-quality_{suffix}", table, kl_curves(table, model_session.name, f"tuned lens: {source}"))
+    _write(folder, f"tuned-lens-quality_{suffix}", table, partial(kl_curves, table, model_session.name, f"tuned lens: {source}"))
     record = lens.training_record or {}
     if record.get("convergence"):
         curve = convergence_table(record)
-        _write(folder, f"tuned-lens-convergence_{suffix}", curve, convergence_curves(curve, model_session.name, f"tuned lens: {source}"))
+        _write(folder, f"tuned-lens-convergence_{suffix}", curve, partial(convergence_curves, curve, model_session.name, f"tuned lens: {source}"))
     worse = table[(table.layer < model_session.loaded.n_layers) & (table.tuned_kl >= table.logit_kl)]
     assert worse.empty, (
         f"The tuned lens ({source}) is not better than the logit lens at layers {worse.layer.tolist()}: "

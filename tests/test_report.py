@@ -6,6 +6,7 @@ import copy
 import json
 import math
 import re
+from functools import partial
 from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,7 +25,7 @@ from harness.report.html import (
     build_reports,
     reading,
 )
-from harness.report.outputs import ReportWriter
+from harness.report.outputs import ReportWriter, figure_digest, write_figure_once
 from harness.report.schema import (
     CLAIMS_SCHEMA,
     RECORD_SCHEMA,
@@ -164,7 +165,7 @@ def _result(**changes) -> ClaimResult:
 def test_the_writer_adds_the_run_time_and_writes_valid_records(tmp_path):
     writer = ReportWriter(tmp_path / "tiny-model")
     prov = {k: v for k, v in provenance(lens={"lens": "logit"}).items() if k not in ("finished_at", "run_seconds", "run_started_at")}
-    writer.publish(_result(), pd.DataFrame({"layer": [0, 1], "value": [0.1, 0.2]}), _figure(), prov)
+    writer.publish(_result(), pd.DataFrame({"layer": [0, 1], "value": [0.1, 0.2]}), partial(_figure, [0.1, 0.2]), prov)
     writer.record(_result(dataset="other"), prov)
     recs = validate_claims(tmp_path / "tiny-model" / "claims.json")
     assert [(r["claim"], r["dataset"]) for r in recs] == [("TST-1", "other"), ("TST-1", "toy")]
@@ -176,15 +177,38 @@ def test_the_writer_adds_the_run_time_and_writes_valid_records(tmp_path):
     assert (tmp_path / "tiny-model" / "TST-1_logit_toy.png").is_file()
 
 
-def _figure():
+DRAWN: list = []  # the values each _figure call drew
+
+
+def _figure(values):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    DRAWN.append(values)
     fig, ax = plt.subplots(figsize=(2, 1.5))
-    ax.plot([0, 1], [0.1, 0.2])
+    ax.plot(range(len(values)), values)
     return fig
+
+
+def test_a_figure_is_drawn_again_only_when_what_it_is_drawn_from_changes(tmp_path):
+    path, drawn = tmp_path / "fig.png", DRAWN
+    drawn.clear()
+    table = pd.DataFrame({"layer": [0, 1], "value": [0.1, 0.2]})
+    write_figure_once(path, partial(_figure, [0.1, 0.2]))
+    first = path.read_bytes()
+    write_figure_once(path, partial(_figure, [0.1, 0.2]))
+    assert drawn == [[0.1, 0.2]] and path.read_bytes() == first  # same arguments: not drawn again
+    write_figure_once(path, partial(_figure, [0.1, 0.3]))
+    assert drawn == [[0.1, 0.2], [0.1, 0.3]] and path.read_bytes() != first
+    assert figure_digest(partial(_figure, table)) != figure_digest(partial(_figure, table.assign(value=[0.1, 0.25])))
+    assert figure_digest(partial(_figure, _result())) != figure_digest(partial(_figure, _result(dataset="other")))
+    path.write_bytes(b"not a png")  # a damaged file is drawn again
+    write_figure_once(path, partial(_figure, [0.1, 0.3]))
+    assert len(drawn) == 3 and path.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(TypeError, match="functools.partial"):
+        write_figure_once(path, _figure([0.1]))
 
 
 def test_the_writer_refuses_an_invalid_record(tmp_path):

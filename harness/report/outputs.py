@@ -10,12 +10,14 @@ Each record gets the run time in its provenance and is validated against the sch
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import tempfile
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -61,14 +63,8 @@ class ReportWriter:
             table.to_csv(tmp, index=False)
         return path
 
-    def write_figure(self, result: ClaimResult, fig) -> Path:
-        import matplotlib.pyplot as plt
-
-        path = self.folder / f"{result.file_stem}.png"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-        plt.close(fig)
-        return path
+    def write_figure(self, result: ClaimResult, figure: partial) -> Path:
+        return write_figure_once(self.folder / f"{result.file_stem}.png", figure)
 
     def record(self, result: ClaimResult, provenance: dict) -> Path:
         """Add or replace this (claim, lens, dataset) record in claims.json.
@@ -92,12 +88,73 @@ class ReportWriter:
                 tmp.write_text(json.dumps(records, indent=2, default=float) + "\n")
         return path
 
-    def publish(self, result: ClaimResult, table: pd.DataFrame, fig, provenance: dict) -> dict[str, Path]:
+    def publish(self, result: ClaimResult, table: pd.DataFrame, figure: partial, provenance: dict) -> dict[str, Path]:
+        """``figure``: the figure function with its arguments, ``partial(f, result, table, ...)``."""
         return {
             "csv": self.write_csv(result, table),
-            "figure": self.write_figure(result, fig),
+            "figure": self.write_figure(result, figure),
             "claims": self.record(result, provenance),
         }
+
+
+# The PNG text field that holds the digest of what a figure was drawn from.
+DIGEST_KEY = "depth-claims-inputs"
+
+
+def _figure_code_digest() -> str:
+    """The source of the figure modules and the matplotlib version: a change to either
+    redraws every figure."""
+    import matplotlib
+
+    h = hashlib.sha256(matplotlib.__version__.encode())
+    for f in sorted(Path(__file__).parent.glob("figures*.py")):
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _input_text(value) -> str:
+    """A figure argument as text for the digest: tables as CSV, results as their record."""
+    if isinstance(value, pd.DataFrame):
+        return value.to_csv(index=False)
+    if isinstance(value, ClaimResult):
+        return json.dumps(value.record(), sort_keys=True, default=float)
+    if isinstance(value, (str, int, float, bool, type(None), list, tuple, dict)):
+        return json.dumps(value, sort_keys=True, default=float)
+    raise TypeError(f"Cannot digest a figure argument of type {type(value).__name__}; pass tables, results or plain values.")
+
+
+def figure_digest(figure: partial) -> str:
+    """What a figure is drawn from: the function, every argument, the figure code."""
+    parts = [f"{figure.func.__module__}.{figure.func.__qualname__}", _figure_code_digest()]
+    parts += [_input_text(a) for a in figure.args]
+    parts += [f"{k}={_input_text(v)}" for k, v in sorted(figure.keywords.items())]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def write_figure_once(path: Path, figure: partial) -> Path:
+    """Draw ``figure()`` into ``path`` (PNG, atomically), with :func:`figure_digest` in
+    the PNG's text; when the file there already holds that digest, draw nothing (a second
+    run of the same numbers costs no drawing)."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    if not isinstance(figure, partial):
+        raise TypeError("Pass the figure as functools.partial(figure_function, *arguments), not a drawn figure.")
+    digest = figure_digest(figure)
+    if path.is_file():
+        try:
+            with Image.open(path) as old:
+                if getattr(old, "text", {}).get(DIGEST_KEY) == digest:
+                    return path
+        except OSError:  # unreadable: draw it again
+            pass
+    fig = figure()
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight", metadata={DIGEST_KEY: digest})
+    finally:
+        plt.close(fig)
+    return path
 
 
 def _utc_now() -> str:
