@@ -341,6 +341,31 @@ def test_gtr4_inconclusive_without_any_paired_fact():
     assert result.record()["n"] == 0
 
 
+def test_no_verdict_without_a_number_even_when_sub_checks_decide(tmp_path):
+    """The case seen on a public fact set: no paired 2-token fact, 9 paired 3-token facts
+    whose checks contradict the claim. The main statistic cannot be computed, so the claim
+    is inconclusive with the counts that fell short (it was "contradicted" with NaN before),
+    and claims.json holds null, not NaN."""
+    lengths = [2] * 4 + [3] * 9
+    rows, _ = _rows(lengths)
+    wrong = {(f, 1) for f in range(4)}
+    result, _ = gtr4_first_fact_token_deepest(_trace(rows, _crossings(lengths, (1, 3), (9, 12)), wrong), rows, "m", "logit")
+    by_name = {c.name: c for c in result.subchecks}
+    assert by_name["len3_k1_pos1_minus_pos2"].verdict == "contradicted"  # decided on its own 9 facts
+    assert by_name["len2_k1_pos1_minus_pos2"].verdict == "inconclusive"
+    assert result.verdict == "inconclusive"
+    short = result.too_little_data
+    assert short[0] == "statistic could not be computed (n=9, needs 5)"
+    assert "sub-check len2_k1_pos1_minus_pos2 could not be computed (n=0, needs 5)" in short
+    assert "too little data: statistic could not be computed" in result.summary()
+    from harness.report.schema import strict_json
+
+    text = strict_json(result.record())
+    assert "NaN" not in text
+    record = json.loads(text)
+    assert record["statistic"] is None and record["ci_low"] is None and record["verdict"] == "inconclusive"
+
+
 def test_settled_layer_differs_from_first_crossing():
     lengths = [2] * 8
     rows, _ = _rows(lengths)

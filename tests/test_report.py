@@ -6,6 +6,7 @@ import copy
 import json
 import math
 import re
+from dataclasses import replace
 from functools import partial
 from html.parser import HTMLParser
 from pathlib import Path
@@ -209,6 +210,23 @@ def test_a_figure_is_drawn_again_only_when_what_it_is_drawn_from_changes(tmp_pat
     assert len(drawn) == 3 and path.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(TypeError, match="functools.partial"):
         write_figure_once(path, _figure([0.1]))
+
+
+def test_a_statistic_without_data_is_written_as_null_and_judged_inconclusive(tmp_path):
+    writer = ReportWriter(tmp_path / "tiny-model")
+    prov = provenance(lens={"lens": "logit"})
+    empty = _result(estimate=Estimate(float("nan"), float("nan"), float("nan"), 0, 0), details={"ratio": float("inf")})
+    assert empty.verdict == "inconclusive" and empty.too_little_data == ["statistic could not be computed (n=0, needs 1)"]
+    writer.record(empty, prov)
+    text = (tmp_path / "tiny-model" / "claims.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    (rec,) = validate_claims(json.loads(text))
+    assert rec["statistic"] is None and rec["details"]["ratio"] is None
+    assert rec["too_little_data"] == ["statistic could not be computed (n=0, needs 1)"]
+    few = _result(claim=replace(CLAIM, min_n=20))  # n = 10 < 20: inconclusive, whatever the interval says
+    assert few.verdict == "inconclusive" and few.too_little_data[0] == "statistic has n=10, needs 20"
+    assert few.subchecks[0].verdict == "inconclusive"  # the claim's min_n reaches its sub-checks
+    assert _result().verdict == "replicated" and _result().too_little_data == []
 
 
 def test_the_writer_refuses_an_invalid_record(tmp_path):

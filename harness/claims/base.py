@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from harness.stats import Direction, Estimate, Verdict, verdict
 
@@ -95,6 +95,10 @@ class Claim:
     threshold: float | None
     direction: Direction | None
     paper_value: str
+    # The fewest measurements (Estimate.n) a statistic or sub-check needs before it is judged;
+    # below it, or when it could not be computed at all, the verdict is "inconclusive" with
+    # the counts that fell short (ClaimResult.too_little_data), never replicated or contradicted.
+    min_n: int = 1
     # Snapshot tolerances (harness/report/snapshots.py), by field: "statistic", "ci_low",
     # "ci_high", "n", "subchecks", "curves", or a curve name or its leading part
     # ("share", "share/Top-10"); the longest matching key wins, DEFAULT_TOLERANCE otherwise.
@@ -115,7 +119,19 @@ class Claim:
     def judge(self, est: Estimate) -> Verdict | None:
         if self.threshold is None or self.direction is None:
             return None
+        if shortfall(est, self.min_n, "statistic") is not None:
+            return "inconclusive"
         return verdict(est.ci_low, est.ci_high, self.threshold, self.direction)
+
+
+def shortfall(est: Estimate, min_n: int, what: str) -> str | None:
+    """Why ``est`` cannot be judged (no number, or n below ``min_n``), or None: the one
+    place that decides "too little data" for every statistic and sub-check."""
+    if any(v is None or math.isnan(v) for v in (est.value, est.ci_low, est.ci_high)):
+        return f"{what} could not be computed (n={est.n}, needs {min_n})"
+    if est.n < min_n:
+        return f"{what} has n={est.n}, needs {min_n}"
+    return None
 
 
 # The scalar fields of a snapshot; every other tolerance key names a curve.
@@ -140,9 +156,16 @@ class SubCheck:
     estimate: Estimate
     threshold: float
     direction: Direction
+    min_n: int = 1  # set to the claim's min_n by ClaimResult
+
+    @property
+    def too_little_data(self) -> str | None:
+        return shortfall(self.estimate, self.min_n, f"sub-check {self.name}")
 
     @property
     def verdict(self) -> Verdict:
+        if self.too_little_data is not None:
+            return "inconclusive"
         return verdict(self.estimate.ci_low, self.estimate.ci_high, self.threshold, self.direction)
 
     def record(self) -> dict:
@@ -177,10 +200,23 @@ class ClaimResult:
     details: dict = field(default_factory=dict)
     subchecks: tuple[SubCheck, ...] = ()
 
+    def __post_init__(self):
+        # every sub-check is judged with the claim's minimum n
+        object.__setattr__(self, "subchecks", tuple(replace(c, min_n=self.claim.min_n) for c in self.subchecks))
+
+    @property
+    def too_little_data(self) -> list[str]:
+        """What fell short of the claim's minimum n (empty when everything could be judged)."""
+        reasons = [shortfall(self.estimate, self.claim.min_n, "statistic")]
+        reasons += [c.too_little_data for c in self.subchecks]
+        return [r for r in reasons if r is not None]
+
     @property
     def verdict(self) -> Verdict | None:
+        """Inconclusive when the main statistic has too little data, whatever the sub-checks
+        say; otherwise every part must hold (a sub-check short of data is inconclusive)."""
         main = self.claim.judge(self.estimate)
-        if main is None or not self.subchecks:
+        if main is None or not self.subchecks or shortfall(self.estimate, self.claim.min_n, "statistic"):
             return main
         return combine([main, *(c.verdict for c in self.subchecks)])
 
@@ -206,6 +242,7 @@ class ClaimResult:
             "n": e.n,
             "n_groups": e.n_groups,
             "verdict": self.verdict,
+            "too_little_data": self.too_little_data,
             "subchecks": [c.record() for c in self.subchecks],
             "details": self.details,
         }
@@ -219,8 +256,10 @@ class ClaimResult:
             )
         where = self.dataset if self.lens == "none" else f"{self.lens} lens · {self.dataset}"
         side = ">" if self.claim.direction == "above" else "<"
+        short = self.too_little_data
+        verdict_text = f"{self.verdict} (too little data: {'; '.join(short)})" if short else self.verdict
         text = (
-            f"{self.claim.id} [{self.model} · {where}] {self.verdict}: "
+            f"{self.claim.id} [{self.model} · {where}] {verdict_text}: "
             f"{e.value:.3f} (95% CI {e.ci_low:.3f} to {e.ci_high:.3f}, n={e.n}), claim {side} {self.claim.threshold}"
         )
         if len(self.subchecks) > 2:

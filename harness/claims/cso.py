@@ -88,6 +88,7 @@ CSO_1 = register(
         ),
         threshold=0.8,
         direction="below",
+        min_n=8,  # prompts
         paper_value="Llama-3.1-70B: the relative contribution drops by about half after the middle layer",
         # Norm ratios of activations: max |diff| 1e-7 (1 vs 2 threads), 7e-7 (float32 vs float64),
         # relative <= 3e-7; bfloat16 moved them by up to 8e-3 (benchmarks/snapshot_variation.py).
@@ -105,6 +106,7 @@ CSO_2 = register(
         statistic="mean cosine of whole-layer contributions, second half minus first half (reported, no claim)",
         threshold=None,
         direction=None,
+        min_n=8,  # prompts
         paper_value="no claim: the paper reads negative values as erasure and shows the curve",
         # Cosines: max |diff| 1e-8 (threads), 5.7e-8 (float32 vs float64); near-zero cosines move by
         # 3.5e-5 relative, hence the absolute floor; bfloat16 moved them by up to 2e-3.
@@ -128,6 +130,7 @@ CSO_3 = register(
         ),
         threshold=0.5,
         direction="below",
+        min_n=8,  # problems
         paper_value="Llama-3.1-70B: first-half skips change later layers by up to ~100%, second-half skips by little",
         # Relative changes under layer skips: max |diff| 8.4e-7 (threads), 1.2e-6 (float32 vs
         # float64) on numbers up to ~1; bfloat16 moved them by up to 0.06.
@@ -152,6 +155,7 @@ CSO_4 = register(
         ),
         threshold=0.0,
         direction="above",
+        min_n=8,  # problems
         paper_value="Llama-3.1-70B: overlap near 0 up to the middle layer, then rising to near 1",
         # Top-5 overlaps are top-k decisions (never moved but in bfloat16: up to 0.013); the KL curve
         # is continuous: max |diff| 3e-7 (threads, batch size, float64).
@@ -178,6 +182,7 @@ CSO_5 = register(
         ),
         threshold=0.5,
         direction="below",
+        min_n=8,  # digit sums
         paper_value="Llama-3.1-70B, 5 + 7 + 5 + 3 + 1 + 7 = 28: all tokens matter up to about the same layer",
         # Spearman of last mattering layers (thresholded decisions: DECISIONS); the erasure effects
         # are continuous like CSO-3's skip effects (max |diff| 1.2e-6). CSO-5 itself not measured.
@@ -198,6 +203,7 @@ CSO_6 = register(
         ),
         threshold=0.5,
         direction="above",
+        min_n=8,  # digit sums
         paper_value="Llama-3.1-70B: the two maps show the same layers and tokens",
         # Rank correlations (DECISIONS); the attributions are gradients (CONTINUOUS). CSO-6 itself
         # not measured, nor gradients on a GPU, where a backward pass may use atomics.

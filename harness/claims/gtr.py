@@ -47,6 +47,7 @@ GTR_1 = register(
         "Top-10 share of final predictions (prefix = prompt; 95% bootstrap over paragraphs)",
         threshold=0.20,
         direction="above",
+        min_n=20,  # prefixes
         paper_value="Pythia-6.9B, tuned lens: >75% of layer-1 top-1 are Top-10 vs about 1/3 of final "
         "predictions (gap about 40 points); we test a gap of more than 20 points",
         # Shares of lens top-1 decisions: identical over repeats, 1 vs 2 threads, batch 8 vs 3 or 1,
@@ -69,6 +70,7 @@ GTR_2 = register(
         "ceil(3L/4)..L-1 is above 0",
         threshold=0.60,
         direction="above",
+        min_n=20,  # early guesses
         paper_value="high-frequency early guesses are changed more than 70% of the time; 60-80% overall in "
         "the early layers",
         # Flip rates of top-1 decisions: identical over repeats, threads, batch sizes and float64
@@ -90,6 +92,7 @@ GTR_5 = register(
         "the decision layer d is the first layer from which the argmax over the options stays the final choice",
         threshold=0.50,
         direction="below",
+        min_n=20,  # prompts
         paper_value="no numbers: options are identified within the first half of the layers, the answer is "
         "finalised only toward the end",
         # Shortlist / decision layers and the format, shortlist and agreement shares are rank

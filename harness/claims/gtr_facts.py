@@ -76,6 +76,7 @@ GTR_4 = register(
         "interval: percentiles of the per-replicate minimum of the 6 differences, facts resampled jointly",
         threshold=0.0,
         direction="above",
+        min_n=5,  # paired facts per answer length
         paper_value="GPT2-XL, logit lens, MQuAKE single-hop cloze prompts (Fig. 4, no numbers in the text): the "
         "first answer token's earliest-layer curve lies deeper than those of the second and third tokens, for "
         "2- and 3-token answers; we test that position 1 lies above every later position at k = 1 and k = 10 "
@@ -91,7 +92,7 @@ ANSWER_LENGTHS: tuple[int, ...] = (2, 3)
 K_CHECKED: tuple[int, ...] = (1, 10)
 MEASURES: tuple[str, ...] = ("earliest", "settled")
 SETS: tuple[str, ...] = ("paired", "kept")
-MIN_PAIRED = 5  # fewer paired facts of a length: its sub-checks are inconclusive
+MIN_PAIRED = GTR_4.min_n  # fewer paired facts of a length: its sub-checks have no value
 
 # (answer length, position) groups, in table and column order.
 GROUPS: tuple[tuple[int, int], ...] = tuple((n, j) for n in ANSWER_LENGTHS for j in range(1, n + 1))

@@ -37,6 +37,7 @@ GTR_6 = register(
         "the logit lens's, per prefix (same prompts as GTR-1; 95% bootstrap over paragraphs)",
         threshold=0.0,
         direction="above",
+        min_n=20,  # prefixes
         paper_value="Pythia-6.9B: the logit lens underestimates the probability mass of high-frequency tokens "
         "in early layers (no number given)",
         # Probability masses: continuous numbers (measured float32 noise up to 1.2e-6; CONTINUOUS in base.py).
@@ -58,6 +59,7 @@ GTR_7 = register(
         f"(the final prediction): {DOWNWEIGHT_FREQUENT}",
         threshold=-GTR7_TOLERANCE,
         direction="above",
+        min_n=20,  # prefixes
         paper_value="Pythia-6.9B: reducing the update frequency of high-frequency tokens such as 'the' does not "
         "diminish their prominence in early-layer predictions (no number given)",
         # Shares of top-1 decisions: no measured run-to-run variation (as GTR-1).

@@ -65,6 +65,7 @@ GTR_3 = register(
         "interval: percentiles of the per-replicate minimum of the 12 differences, paragraphs resampled jointly",
         threshold=0.0,
         direction="above",
+        min_n=20,  # words
         paper_value="GPT2-XL, logit lens, k = 100 (read off Fig. 4): DET about layer 4, ADP about 5.5, content "
         "words about 10-11 of 48 layers; we test that both function tags lie below all three content tags at "
         "k = 10 and k = 100 (every difference > 0)",

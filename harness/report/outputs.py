@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.claims.base import ClaimResult
-from harness.report.schema import validate_record
+from harness.report.schema import strict_json, validate_record
 
 
 @contextmanager
@@ -85,7 +85,7 @@ class ReportWriter:
             records.append(entry)
             records.sort(key=lambda r: (r["claim"], r["lens"], r["dataset"]))
             with atomic_path(path) as tmp:
-                tmp.write_text(json.dumps(records, indent=2, default=float) + "\n")
+                tmp.write_text(strict_json(records, indent=2) + "\n")
         return path
 
     def publish(self, result: ClaimResult, table: pd.DataFrame, figure: partial, provenance: dict) -> dict[str, Path]:

@@ -21,11 +21,13 @@ schema change); the listed ones are required with the stated types. Bump
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 SCHEMA_VERSION = 1
 
-_NUMBER = {"type": "number"}  # NaN passes: a statistic without any data is NaN, not missing
+# A number that could not be computed (no data) is null: files are strict JSON (no NaN).
+_NUMBER = {"type": ["number", "null"]}
 _VERDICT = {"enum": ["replicated", "contradicted", "inconclusive"]}
 _DIRECTION = {"enum": ["above", "below"]}
 
@@ -128,7 +130,7 @@ RECORD_SCHEMA: dict = {
     "type": "object",
     "required": [
         "claim", "version", "model", "lens", "dataset", "statistic", "ci_low", "ci_high", "threshold",
-        "direction", "n", "n_groups", "verdict", "subchecks", "details", "provenance",
+        "direction", "n", "n_groups", "verdict", "too_little_data", "subchecks", "details", "provenance",
     ],
     "properties": {
         "claim": {"type": "string", "pattern": r"^[A-Za-z][A-Za-z0-9]*-[0-9]+[A-Za-z0-9]*$", "description": "Claim id, e.g. GTR-1 (harness/claims/)."},
@@ -148,6 +150,11 @@ RECORD_SCHEMA: dict = {
             "description": "replicated: the interval (and every sub-check) lies on the claimed side; contradicted: "
             "the interval (or a sub-check) lies wholly on the other side; inconclusive: otherwise; null: reported "
             "only (no threshold).",
+        },
+        "too_little_data": {
+            "type": "array", "items": {"type": "string"},
+            "description": "What fell short of the claim's minimum n (Claim.min_n), e.g. 'statistic could not be "
+            "computed (n=0, needs 10)'; empty when all was judged. A statistic short of data is inconclusive.",
         },
         "subchecks": {"type": "array", "items": SUBCHECK_SCHEMA, "description": "Further conditions of the claim."},
         "details": {"type": "object", "description": "Claim-specific extra numbers (free form)."},
@@ -255,11 +262,29 @@ def validate_claims(records_or_path) -> list[dict]:
 
 
 def _as_json(record):
-    """The record as json.dumps would write it (numpy scalars -> Python numbers)."""
-    return json.loads(json.dumps(record, default=_default))
+    """The record as it is written (:func:`strict_json`)."""
+    return json.loads(strict_json(record))
+
+
+def strict_json(value, **kwargs) -> str:
+    """``value`` as strict JSON: numpy scalars as Python numbers, NaN and infinities as
+    null (``allow_nan=False``: a float that slips through raises instead of writing NaN)."""
+    return json.dumps(_finite(value), allow_nan=False, default=_default, **kwargs)
+
+
+def _finite(value):
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:  # numpy scalar
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _default(value):
-    if hasattr(value, "item"):  # numpy scalar
-        return value.item()
+    if hasattr(value, "tolist"):  # numpy array
+        return _finite(value.tolist())
     return float(value)
