@@ -16,6 +16,7 @@ from harness.interventions.backend import BACKENDS
 from harness.lens_training import RECIPES
 from harness.lenses import LENS_NAMES
 from harness.models import DEFAULT_MODEL, UnknownModel, resolve
+from harness.models.registry import control_of
 from harness.paths import default_report_dir, default_trace_cache
 from harness.session import ModelSession, RunConfig
 
@@ -45,6 +46,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--no-trace-cache", action="store_true", help="compute every trace afresh and store nothing")
     g.addoption("--backend", default="transformers", choices=list(BACKENDS), help="how forward passes run: plain transformers hooks or nnsight (default transformers)")
     g.addoption("--remote", action="store_true", help="run the nnsight backend on NDIF (needs --backend nnsight and NDIF_API_KEY)")
+    g.addoption("--control", default="untrained", choices=["untrained"], help="run every claim also on each model's untrained control (same config, tokenizer, data and lens kind; seeded random weights) and label a claim that replicates there too 'not specific' (default untrained)")
+    g.addoption("--no-control", action="store_true", help="skip the untrained control (halves the cost of a run; no claim can then be labelled 'not specific')")
     g.addoption("--report-dir", type=Path, default=None, help=f"where CSVs, figures and claims.json go (default {default_report_dir()})")
 
 
@@ -89,6 +92,7 @@ def pytest_configure(config: pytest.Config) -> None:
         train_lens=config.getoption("--train-lens"),
         lens_recipe=config.getoption("--lens-recipe"),
         lens_alignment=config.getoption("--lens-alignment"),
+        control=None if config.getoption("--no-control") else config.getoption("--control"),
     )
 
 
@@ -98,9 +102,28 @@ RUN_CONFIG = pytest.StashKey[RunConfig]()
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     run = metafunc.config.stash[RUN_CONFIG]
     if "model_name" in metafunc.fixturenames:
-        metafunc.parametrize("model_name", run.models, scope="session")
+        models = run.models
+        if run.control and metafunc.definition.get_closest_marker("claim"):
+            # each model's control first: the model's own test then finds the control's result
+            models = tuple(m for name in run.models for m in (control_of(name), name))
+        metafunc.parametrize("model_name", models, scope="session")
     if "lens_name" in metafunc.fixturenames:
         metafunc.parametrize("lens_name", run.lenses, scope="session")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """All tests of one model run together, in --model order with each model's control
+    just before it: a model is loaded once, and a claim's control result exists when the
+    model's own test reports (stable: pytest's grouping by lens is kept within a model)."""
+    run = config.stash[RUN_CONFIG]
+    order = {m: i for i, m in enumerate(m for name in run.models for m in (control_of(name), name))}
+
+    def model_rank(item):
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        return order.get(params.get("model_name"), -1)
+
+    items.sort(key=model_rank)
 
 
 @pytest.fixture(scope="session")

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from claims.expectations import EXPECTED_NOT_REPLICATED
+from dataclasses import replace
+
+from claims.expectations import EXPECTED_NOT_REPLICATED, EXPECTED_NOT_SPECIFIC, expectation
 from claims.snapshots import claim_snapshot, pytest_terminal_summary  # noqa: F401  (fixture, hook)
-from harness.claims.base import ClaimResult
+from harness.claims.base import NOT_SPECIFIC, NOT_SPECIFIC_TEXT, ClaimResult, ControlOutcome
 from harness.lens_training import TunedLensMissing
+from harness.models.registry import control_of
 
 
 @pytest.fixture
@@ -42,16 +45,38 @@ def publish(model_session, claim_results, claim_snapshot):  # noqa: F811  (the i
         the result read; ``data``: provenance of the prompts of an intervention result;
         ``lenses``: the lenses a comparison read."""
         provenance = model_session.provenance(None if lenses else model_session.lens_of_label(result.lens), trace, data, lenses)
+        if not lenses:
+            result = replace(result, fidelity=model_session.lens_fidelity(result, trace))
+        if model_session.loaded.spec.control is not None:
+            # the untrained control: measured and reported beside the model's result, not judged
+            paths = model_session.writer.publish(result, table, figure, provenance)
+            claim_results.append((result, paths))
+            claim_snapshot(result, table, provenance)  # its numbers are guarded like the model's
+            return
+        if model_session.config.control:
+            result = replace(result, control=_control_of(result, claim_results))
         paths = model_session.writer.publish(result, table, figure, provenance)
         claim_results.append((result, paths))
         claim_snapshot(result, table, provenance)  # fails on a number that moved beyond its tolerance
         if result.claim.threshold is None:
             return  # a curve the paper states no claim about: reported, not judged
-        key = (result.claim.id, result.model, result.lens)
-        expected = EXPECTED_NOT_REPLICATED.get((*key, result.dataset), EXPECTED_NOT_REPLICATED.get(key))
+        where = (result.claim.id, result.model, result.lens, result.dataset)
+        expected = expectation(EXPECTED_NOT_REPLICATED, *where)
+        not_specific = expectation(EXPECTED_NOT_SPECIFIC, *where)
+        if result.label == NOT_SPECIFIC:
+            if not_specific is None:
+                pytest.fail(
+                    f"{result.summary()}. The claim replicates on the untrained control too ({NOT_SPECIFIC_TEXT}): "
+                    "record it in EXPECTED_NOT_SPECIFIC in claims/expectations.py with the reason."
+                )
+            pytest.xfail(f"{result.summary()} -- expected not specific: {not_specific}")
         if result.verdict == "replicated":
             assert expected is None, (
                 f"{result.summary()} now replicates; remove its entry from claims/expectations.py ({expected})"
+            )
+            assert not_specific is None or result.control is None, (
+                f"{result.summary()}: the untrained control no longer replicates it; remove its entry from "
+                f"EXPECTED_NOT_SPECIFIC in claims/expectations.py ({not_specific})"
             )
         elif expected is not None:
             pytest.xfail(f"{result.summary()} -- expected: {expected}")
@@ -59,3 +84,16 @@ def publish(model_session, claim_results, claim_snapshot):  # noqa: F811  (the i
             pytest.fail(f"{result.summary()}. If this is a real finding for this model, record it in claims/expectations.py with the reason.")
 
     return _publish
+
+
+def _control_of(result: ClaimResult, claim_results: list) -> ControlOutcome:
+    """The result of the same claim, lens and data on the model's untrained control (it
+    runs first: conftest.pytest_collection_modifyitems)."""
+    control = control_of(result.model)
+    for other, _ in claim_results:
+        if (other.model, other.claim.id, other.lens, other.dataset) == (control, result.claim.id, result.lens, result.dataset):
+            return ControlOutcome.of(other)
+    pytest.fail(
+        f"{result.claim.id} [{result.model} · {result.lens}]: no result of its untrained control {control} in this run "
+        "(was it deselected or did it fail?). Run the control too, or pass --no-control."
+    )

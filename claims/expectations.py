@@ -5,6 +5,11 @@ when the finding depends on the data -- to the reason, with the numbers we saw.
 A claim listed here still runs and is reported with its real verdict; the test is an
 expected failure (strict: if it starts to replicate, the test fails until the entry is
 removed). Never loosen a threshold instead of adding an entry here.
+
+``EXPECTED_NOT_SPECIFIC`` lists, the same way, claims that replicate on a model and on its
+untrained control alike (label "not specific": the test measures the architecture, not
+what training taught). Such a test is an expected failure while the control runs; it fails
+when the control stops replicating (remove the entry) and passes under --no-control.
 """
 
 from __future__ import annotations
@@ -46,3 +51,11 @@ EXPECTED_NOT_REPLICATED: dict[tuple[str, ...], str] = {
         "does not)."
     ),
 }
+
+
+EXPECTED_NOT_SPECIFIC: dict[tuple[str, ...], str] = {}
+
+
+def expectation(table: dict[tuple[str, ...], str], claim: str, model: str, lens: str, dataset: str) -> str | None:
+    """The entry for (claim, model, lens, dataset), else for (claim, model, lens)."""
+    return table.get((claim, model, lens, dataset), table.get((claim, model, lens)))

@@ -16,7 +16,10 @@ pytestmark = pytest.mark.claim
 
 def test_cso1_second_half_contributes_less(model_session, publish):
     """CSO-1: blocks of the second half add at most 0.8x what blocks of the first half add,
-    relative to the residual (the whole layer; attention and MLP reported beside it)."""
+    relative to the residual (the whole layer; attention and MLP reported beside it).
+
+    Control: the same prompts. In any pre-norm stack the residual norm grows with depth,
+    so late blocks' relative contributions fall in an untrained network too."""
     depth = model_session.depth
     c = depth.contributions()
     relative = {p: c[f"relative_{p}"] for p in cso.PARTS}
@@ -28,7 +31,7 @@ def test_cso1_second_half_contributes_less(model_session, publish):
 
 def test_cso2_cosine_to_the_residual(model_session, publish):
     """CSO-2: the cosine of each contribution with its residual, per layer (a curve the
-    paper states no threshold for: reported, not judged)."""
+    paper states no threshold for: reported, not judged). Control: the same prompts."""
     depth = model_session.depth
     c = depth.contributions()
     cosine = {p: c[f"cosine_{p}"] for p in cso.PARTS}
@@ -39,7 +42,9 @@ def test_cso2_cosine_to_the_residual(model_session, publish):
 def test_cso3_second_half_barely_affects_future_computation(model_session, publish):
     """CSO-3: skipping a second-half layer before position t changes later layers' work
     from t on at most half as much as skipping a first-half layer, and skipping it on all
-    tokens still moves the output (L2 change > 0.1)."""
+    tokens still moves the output (L2 change > 0.1).
+
+    Control: the same problems and the same sampled positions t (seeded by prompt index)."""
     depth = model_session.depth
     m = depth.skips()
     result, table = cso.cso3_skip_effects(
@@ -50,7 +55,9 @@ def test_cso3_second_half_barely_affects_future_computation(model_session, publi
 
 def test_cso4_second_half_refines_the_output(model_session, publish):
     """CSO-4: the logit lens's top-5 overlap with the final top-5 rises more over the second
-    half than over the first; low (< 0.5) in the first half, high (> 0.5) at the end."""
+    half than over the first; low (< 0.5) in the first half, high (> 0.5) at the end.
+
+    Control: the same problems; the overlap is with the control's own final top-5."""
     depth = model_session.depth
     trace = depth.refinement_trace()
     result, table = cso.cso4_second_half_refines(trace, model_session.name, "logit", depth.problems.name)
@@ -59,7 +66,10 @@ def test_cso4_second_half_refines_the_output(model_session, publish):
 
 def test_cso5_no_compositional_tiling(model_session, publish):
     """CSO-5: in the residual-erasure map every question token stops mattering at about the
-    same layer: Spearman(position, last mattering layer) < 0.5."""
+    same layer: Spearman(position, last mattering layer) < 0.5.
+
+    Control: the same digit sums, erased to the control's own mean residual over the same
+    GSM8K prompts."""
     depth = model_session.depth
     prompts = [p for _, p in depth.map_prompts]
     effects = depth.unpad(depth.erasure()["effect"])
@@ -69,7 +79,9 @@ def test_cso5_no_compositional_tiling(model_session, publish):
 
 def test_cso6_integrated_gradients_agree(model_session, publish):
     """CSO-6: the |integrated-gradients| map correlates with the erasure map (Spearman
-    > 0.5 over cells) and shows no staircase either."""
+    > 0.5 over cells) and shows no staircase either.
+
+    Control: the same digit sums, integration baseline and steps."""
     depth = model_session.depth
     prompts = [p for _, p in depth.map_prompts]
     g = depth.gradients()

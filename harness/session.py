@@ -32,6 +32,7 @@ from harness.lens_training import (
     WEIGHTINGS,
     ClosedForm,
     RowFit,
+    TunedLensMissing,
     curve_fractions,
     fit_packed,
     is_held_out,
@@ -41,7 +42,8 @@ from harness.lens_training import (
     pack_corpus,
     resolve_recipe,
 )
-from harness.lenses import Lens, LogitLens, make_lens
+from harness.fidelity import LensFidelity, lens_fidelity
+from harness.lenses import LENS_NAMES, Lens, LogitLens, make_lens
 from harness.models import load_model, resolve
 from harness.report.outputs import ReportWriter
 from harness.shared_pass import capture_shared
@@ -72,6 +74,7 @@ class RunConfig:
     train_lens: bool = False  # train a missing tuned lens instead of skipping its claims
     lens_recipe: str = "auto"
     lens_alignment: str = "correct"
+    control: str | None = None  # "untrained": claims also run on each model's untrained control
 
 
 def git_commit() -> str:
@@ -205,6 +208,46 @@ class ModelSession:
         data = pack_corpus(self.corpus, self.loaded.tokenizer, self.lens_recipe.seq_len)
         ids = data.held_out[: self.lens_recipe.eval_sequences]
         return kl_table({"logit": LogitLens(self.loaded), "tuned": lens}, self.backend, ids)
+
+    @cached_property
+    def held_out_kl(self) -> pd.DataFrame:
+        """Held-out KL(final || lens) per layer of the logit lens and, when there is one,
+        the tuned lens: from the tuned lens's quality table, else the logit lens alone
+        measured on the recipe's held-out sequences (cached like a trace)."""
+        try:
+            tuned = self.lens("tuned")
+        except TunedLensMissing:
+            tuned = None
+        if isinstance(tuned, TunedLens):
+            return self.lens_quality(tuned)
+        data = pack_corpus(self.corpus, self.loaded.tokenizer, self.lens_recipe.seq_len)
+        ids = data.held_out[: self.lens_recipe.eval_sequences]
+        compute = lambda: {k: v.to_numpy() for k, v in kl_table({"logit": LogitLens(self.loaded)}, self.backend, ids).items()}  # noqa: E731
+        if self.cache is None:
+            return pd.DataFrame(compute())
+        key = {"held_out_kl": 1, **self.loaded.identity, "data": [data.name, data.content_hash], "ids": ids.shape[0] * ids.shape[1]}
+        return pd.DataFrame(self.cache.fetch(key, compute)[0])
+
+    def lens_fidelity(self, result, trace: LayerTrace | None = None) -> LensFidelity | None:
+        """The fidelity of the lens ``result`` was read through, at the layers its statistic
+        reads (``harness/fidelity.py``); None for results not read through one lens."""
+        name = self.lens_of_label(result.lens)
+        if name not in LENS_NAMES:
+            return None
+        table = self.held_out_kl
+        n_layers = self.loaded.n_layers
+        layers = result.robustness.layers if result.robustness is not None else range(n_layers)
+        column = f"{name}_kl"
+        if column not in table:
+            return None  # e.g. a tuned-lens result when only the logit lens could be measured
+        reference = table["tuned_kl"].to_numpy() if name != "tuned" and "tuned_kl" in table else None
+        record = getattr(self.lens(name), "training_record", None) or {}
+        return lens_fidelity(
+            self.lens_label(name), layers, table[column].to_numpy(), int(table["tokens"].iloc[0]), reference,
+            None if trace is None else self.frequency.bucket_of_id[trace.top1],
+            record.get("tokens") if name == "tuned" else None,
+            record.get("convergence", {}).get("points") if name == "tuned" else None,
+        )
 
     def prefix_trace(self, lens_name: str) -> LayerTrace:
         """The GTR-1/2/6 trace: prefixes of the prose corpus, last position of each."""

@@ -47,8 +47,8 @@ def records(model: str = "tiny-model") -> list[dict]:
     """Four records: replicated with a sub-check, contradicted, reported-only, and a claim
     id no registry knows, with text that needs escaping."""
     logit = {"lens": "logit"}
-    base = {"model": model, "version": 1, "n_groups": 50, "details": {}, "too_little_data": []}
-    return [
+    base = {"model": model, "version": 1, "n_groups": 50, "details": {}, "too_little_data": [], "control": None, "robustness": None, "lens_fidelity": None}
+    recs = [
         {
             **base, "claim": "GTR-1", "lens": "logit", "dataset": "prose-embedded",
             "statistic": 0.348, "ci_low": 0.304, "ci_high": 0.392, "threshold": 0.2, "direction": "above",
@@ -80,6 +80,7 @@ def records(model: str = "tiny-model") -> list[dict]:
             "provenance": provenance(model, logit),
         },
     ]
+    return [{**r, "label": r["verdict"]} for r in recs]
 
 
 def make_report_folder(root: Path, model: str = "tiny-model", recs: list[dict] | None = None, figures: bool = True) -> Path:

@@ -13,6 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import jsonschema
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -37,6 +38,7 @@ from harness.report.schema import (
     validate_record,
 )
 from harness.stats import Estimate
+from harness.stats import estimate as bootstrap_estimate
 from tests.report_data import make_report_folder, provenance, records, tiny_png
 
 REAL_CLAIMS = sorted((REPO_ROOT / "reports").glob("*/claims.json"))
@@ -500,3 +502,44 @@ def test_the_tuned_lens_quality_figure_gets_its_own_section(tmp_path: Path):
     assert 'id="lens-quality"' in page and 'src="tuned-lens-quality_tuned_prose-embedded.png"' in page
     assert 'href="tuned-lens-quality_tuned_prose-embedded.csv"' in page
     assert 'id="lens-quality"' not in build_model_report(make_report_folder(tmp_path / "other")).read_text()
+
+
+def test_leave_one_layer_out_names_the_layers_a_verdict_hinges_on():
+    from harness.claims.base import leave_layers_out
+    from harness.claims.gtr import GTR_1
+
+    # per-prefix values per layer: layer 1 alone lifts the mean above the 0.2 threshold
+    rng = np.random.default_rng(0)
+    values = {l: rng.normal(0.05, 0.01, 200) for l in (1, 2, 3, 4)}
+    values[1] = rng.normal(0.95, 0.01, 200)
+    mean_of = lambda kept: bootstrap_estimate(np.mean([values[l] for l in kept], axis=0))
+    rob = leave_layers_out(GTR_1, [1, 2, 3, 4], mean_of)
+    assert rob.verdict == "replicated"  # mean 0.275 > 0.2
+    assert [d.left_out for d in rob.drops] == [(1,), (2,), (3,), (4,), (1, 2)]
+    assert rob.hinges_on == ((1,), (1, 2)) and rob.label == "hinges on layer 1, layers 1+2"
+    assert abs(rob.drops[0].estimate.value - 0.05) < 0.01 and rob.drops[0].verdict == "contradicted"
+    rec = rob.record()
+    assert rec["hinges_on"] == [[1], [1, 2]] and rec["drops"][1]["verdict"] == "replicated"
+    even = leave_layers_out(GTR_1, [1, 2, 3], lambda kept: bootstrap_estimate(np.full(50, 0.5) + 0 * len(kept)))
+    assert even.label == "robust" and even.hinges_on == ()
+    assert leave_layers_out(GTR_1, [1], mean_of) is None  # one layer: nothing to leave out
+    result = ClaimResult(GTR_1, "m", "logit", "d", mean_of([1, 2, 3, 4]), robustness=rob)
+    assert "leave-one-layer-out: hinges on layer 1" in result.summary()
+    assert result.record()["robustness"]["label"] == "hinges on layer 1, layers 1+2"
+
+
+def test_the_index_flags_data_sets_that_disagree(tmp_path):
+    from harness.report.html import build_index, data_agreement
+
+    recs = records()
+    other = {**copy.deepcopy(recs[0]), "dataset": "prose-wikipedia", "verdict": "contradicted", "label": "contradicted"}
+    same = {**copy.deepcopy(recs[1]), "dataset": "choices-paper"}
+    make_report_folder(tmp_path, recs=recs + [other, same])
+    by_key = {(r["claim"], r["lens"], r["dataset"]): r for r in recs + [other, same]}
+    agreement = data_agreement(by_key)
+    assert agreement[("GTR-1", "logit")] == {
+        "labels": {"prose-embedded": "replicated", "prose-wikipedia": "contradicted"}, "agree": False,
+    }
+    assert agreement[("GTR-5", "tuned")]["agree"] is True
+    page = build_index(tmp_path).read_text()
+    assert 'id="agreement-table"' in page and page.count("data sets disagree") == 1

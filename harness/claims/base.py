@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from harness.fidelity import LensFidelity
 from harness.stats import Direction, Estimate, Verdict, verdict
 
 
@@ -191,6 +192,92 @@ def combine(verdicts: list[Verdict]) -> Verdict:
 
 
 @dataclass(frozen=True)
+class LayerDrop:
+    """The statistic recomputed with some of the layers it reads left out."""
+
+    left_out: tuple[int, ...]
+    estimate: Estimate
+    verdict: Verdict | None
+
+
+@dataclass(frozen=True)
+class Robustness:
+    """Leave-one-layer-out: does the verdict hinge on a single layer (or on the first two)?"""
+
+    layers: tuple[int, ...]  # the layers the statistic aggregates
+    verdict: Verdict | None  # the verdict of the statistic with every layer
+    drops: tuple[LayerDrop, ...]
+
+    @property
+    def hinges_on(self) -> tuple[tuple[int, ...], ...]:
+        """The left-out sets that change the verdict."""
+        return tuple(d.left_out for d in self.drops if d.verdict != self.verdict)
+
+    @property
+    def label(self) -> str:
+        if not self.hinges_on:
+            return "robust"
+        return "hinges on " + ", ".join("layers " + "+".join(map(str, s)) if len(s) > 1 else f"layer {s[0]}" for s in self.hinges_on)
+
+    def record(self) -> dict:
+        return {
+            "label": self.label,
+            "layers": list(self.layers),
+            "hinges_on": [list(s) for s in self.hinges_on],
+            "drops": [
+                {"left_out": list(d.left_out), "statistic": d.estimate.value, "ci_low": d.estimate.ci_low,
+                 "ci_high": d.estimate.ci_high, "verdict": d.verdict}
+                for d in self.drops
+            ],
+        }
+
+
+def leave_layers_out(
+    claim: Claim, layers: Sequence[int], statistic: Callable[[list[int]], Estimate]
+) -> Robustness | None:
+    """Recompute ``statistic(kept_layers)`` (from stored per-layer numbers: no forward
+    pass) with each layer of ``layers`` left out, and with the first two left out together,
+    and judge each like the claim's statistic. None when it reads a single layer (a small
+    model's early quarter): nothing can be left out."""
+    layers = [int(l) for l in layers]
+    if len(layers) < 2:
+        return None
+    sets = [(l,) for l in layers] + ([tuple(layers[:2])] if len(layers) > 2 else [])
+    drops = []
+    for left_out in sets:
+        est = statistic([l for l in layers if l not in left_out])
+        drops.append(LayerDrop(left_out, est, claim.judge(est)))
+    return Robustness(tuple(layers), claim.judge(statistic(layers)), tuple(drops))
+
+
+# The label of a claim that replicates on the model and on its untrained control alike.
+NOT_SPECIFIC = "not specific"
+NOT_SPECIFIC_TEXT = "not specific: an untrained model shows it too"
+
+
+@dataclass(frozen=True)
+class ControlOutcome:
+    """The same claim, lens and data on the model's untrained control
+    (``<model>+untrained``: same config and tokenizer, seeded random weights)."""
+
+    model: str
+    estimate: Estimate
+    verdict: Verdict | None
+    too_little_data: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, result: ClaimResult) -> ControlOutcome:
+        return cls(result.model, result.estimate, result.verdict, tuple(result.too_little_data))
+
+    def record(self) -> dict:
+        e = self.estimate
+        return {
+            "model": self.model, "statistic": e.value, "ci_low": e.ci_low, "ci_high": e.ci_high, "n": e.n,
+            "verdict": self.verdict, "too_little_data": list(self.too_little_data),
+        }
+
+
+@dataclass(frozen=True)
 class ClaimResult:
     claim: Claim
     model: str
@@ -199,6 +286,11 @@ class ClaimResult:
     estimate: Estimate
     details: dict = field(default_factory=dict)
     subchecks: tuple[SubCheck, ...] = ()
+    control: ControlOutcome | None = None  # None: no control was run (--no-control)
+    # None: the statistic does not aggregate over layers (e.g. an earliest layer per token)
+    robustness: Robustness | None = None
+    # None: not read through one lens (interventions, lens comparisons)
+    fidelity: LensFidelity | None = None
 
     def __post_init__(self):
         # every sub-check is judged with the claim's minimum n
@@ -219,6 +311,13 @@ class ClaimResult:
         if main is None or not self.subchecks or shortfall(self.estimate, self.claim.min_n, "statistic"):
             return main
         return combine([main, *(c.verdict for c in self.subchecks)])
+
+    @property
+    def label(self) -> str | None:
+        """The verdict, or "not specific" when the untrained control replicates it too."""
+        if self.verdict == "replicated" and self.control is not None and self.control.verdict == "replicated":
+            return NOT_SPECIFIC
+        return self.verdict
 
     @property
     def file_stem(self) -> str:
@@ -242,7 +341,11 @@ class ClaimResult:
             "n": e.n,
             "n_groups": e.n_groups,
             "verdict": self.verdict,
+            "label": self.label,
+            "control": None if self.control is None else self.control.record(),
             "too_little_data": self.too_little_data,
+            "robustness": None if self.robustness is None else self.robustness.record(),
+            "lens_fidelity": None if self.fidelity is None else self.fidelity.record(),
             "subchecks": [c.record() for c in self.subchecks],
             "details": self.details,
         }
@@ -264,8 +367,18 @@ class ClaimResult:
         )
         if len(self.subchecks) > 2:
             held = sum(c.verdict == "replicated" for c in self.subchecks)
-            return text + f"; sub-checks replicated: {held}/{len(self.subchecks)}"
-        for c in self.subchecks:
-            ce, cside = c.estimate, ">" if c.direction == "above" else "<"
-            text += f"; {c.name} {ce.value:.3f} ({ce.ci_low:.3f} to {ce.ci_high:.3f}) {cside} {c.threshold}: {c.verdict}"
+            text += f"; sub-checks replicated: {held}/{len(self.subchecks)}"
+        else:
+            for c in self.subchecks:
+                ce, cside = c.estimate, ">" if c.direction == "above" else "<"
+                text += f"; {c.name} {ce.value:.3f} ({ce.ci_low:.3f} to {ce.ci_high:.3f}) {cside} {c.threshold}: {c.verdict}"
+        if self.robustness is not None and self.robustness.hinges_on:
+            text += f"; leave-one-layer-out: {self.robustness.label}"
+        if self.fidelity is not None and (self.fidelity.unreliable or self.fidelity.converged is False):
+            text += f"; {self.lens} lens at layers {self.fidelity.layers[0]}-{self.fidelity.layers[-1]}: {self.fidelity.label}"
+        if self.control is not None:
+            ce = self.control.estimate
+            text += f"; untrained control: {self.control.verdict} {ce.value:.3f} ({ce.ci_low:.3f} to {ce.ci_high:.3f}, n={ce.n})"
+            if self.label == NOT_SPECIFIC:
+                text += f" -- {NOT_SPECIFIC_TEXT.upper()}"
         return text

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from harness.claims.base import (
+    leave_layers_out,
     CONTINUOUS,
     DECISIONS,
     Claim,
@@ -226,9 +227,12 @@ def _curve_rows(values: dict[str, np.ndarray], measure: str) -> list[dict]:
     return rows
 
 
-def halves_ratio(values: np.ndarray) -> Estimate:
-    """Mean over second-half layers / mean over first-half layers, per prompt summed."""
+def halves_ratio(values: np.ndarray, kept: list[int] | None = None) -> Estimate:
+    """Mean over second-half layers / mean over first-half layers, per prompt summed
+    (``kept``: only these layers, for leave-one-layer-out)."""
     first, second = halves(values.shape[1])
+    if kept is not None:
+        first, second = np.intersect1d(first, kept), np.intersect1d(second, kept)
     return ratio_estimate(values[:, second].mean(1), values[:, first].mean(1))
 
 
@@ -240,7 +244,9 @@ def cso1_second_half_contributes_less(
     ratios = {part: halves_ratio(relative[part]) for part in PARTS}
     details = {f"{p}_ratio": {"value": e.value, "ci_low": e.ci_low, "ci_high": e.ci_high} for p, e in ratios.items()}
     details["n_layers"] = relative["layer"].shape[1]
-    return ClaimResult(CSO_1, model, "none", dataset, ratios["layer"], details), table
+    layers = relative["layer"]
+    robust = leave_layers_out(CSO_1, range(layers.shape[1]), lambda kept: halves_ratio(layers, kept))
+    return ClaimResult(CSO_1, model, "none", dataset, ratios["layer"], details, robustness=robust), table
 
 
 def cso2_cosine_curve(cosine: dict[str, np.ndarray], model: str, dataset: str) -> tuple[ClaimResult, pd.DataFrame]:
@@ -275,7 +281,13 @@ def cso3_skip_effects(
     first, second = halves(n_layers)
     with_later = second[second < n_layers - 1]  # the last block has no later block to affect
     effect = future_effect(future_map)
-    main = ratio_estimate(effect[:, with_later].mean(1), effect[:, first].mean(1))
+
+    def future_ratio(kept: list[int]) -> Estimate:
+        later, early = np.intersect1d(with_later, kept), np.intersect1d(first, kept)
+        return ratio_estimate(effect[:, later].mean(1), effect[:, early].mean(1))
+
+    main = future_ratio(list(range(n_layers)))
+    robust = leave_layers_out(CSO_3, np.concatenate([first, with_later]), future_ratio)
     output = estimate(all_output[:, second].mean(1))
     check = SubCheck(
         "second_half_output_change",
@@ -294,7 +306,7 @@ def cso3_skip_effects(
     details = {"first_half_future_effect": float(np.nanmean(effect[:, first])),
                "second_half_future_effect": float(np.nanmean(effect[:, with_later])),
                "n_layers": n_layers}
-    return ClaimResult(CSO_3, model, "none", dataset, main, details, (check,)), pd.DataFrame(rows)
+    return ClaimResult(CSO_3, model, "none", dataset, main, details, (check,), robustness=robust), pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------- CSO-4

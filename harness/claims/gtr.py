@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from harness.claims.base import (
+    leave_layers_out,
     CONTINUOUS,
     DECISIONS,
     Claim,
@@ -181,8 +182,11 @@ def gtr1_early_frequent_guesses(
     top1_bucket = bucket_of[trace.top1]  # [L+1, N]
     final_bucket = bucket_of[trace.final_id]  # [N]
     early = early_layers(trace.n_layers)
-    per_prompt = (top1_bucket[early] == 0).mean(axis=0) - (final_bucket == 0)
-    est = estimate(per_prompt, groups=trace.example)
+
+    def gap(kept: list[int]) -> Estimate:
+        return estimate((top1_bucket[kept] == 0).mean(axis=0) - (final_bucket == 0), groups=trace.example)
+
+    est = gap(list(early))
     rows = []
     for b, name in enumerate(BUCKETS):
         series = np.concatenate([(top1_bucket == b).T, (final_bucket == b)[:, None]], axis=1).astype(float)
@@ -208,7 +212,10 @@ def gtr1_early_frequent_guesses(
         "final_top10_share": float((final_bucket == 0).mean()),
         "frequency": freq.provenance,
     }
-    result = ClaimResult(claim=GTR_1, model=model, lens=lens, dataset=dataset, estimate=est, details=details)
+    result = ClaimResult(
+        claim=GTR_1, model=model, lens=lens, dataset=dataset, estimate=est, details=details,
+        robustness=leave_layers_out(GTR_1, early, gap),
+    )
     return result, pd.DataFrame(rows)
 
 
@@ -225,7 +232,12 @@ def gtr2_early_guesses_get_refined(
     flip = trace.top1 != trace.final_id[None, :]  # [L+1, N]; 0 at L by construction
     early, late = early_layers(trace.n_layers), late_layers(trace.n_layers)
     top10_early = bucket[early] == 0
-    est = ratio_estimate((flip[early] & top10_early).sum(0), top10_early.sum(0), trace.example)
+
+    def flip_rate(kept: list[int]) -> Estimate:
+        top10 = bucket[kept] == 0
+        return ratio_estimate((flip[kept] & top10).sum(0), top10.sum(0), trace.example)
+
+    est = flip_rate(list(early))
     trend = estimate(flip[early].mean(0) - flip[late].mean(0), trace.example)
     check = SubCheck(
         name="falls_with_depth",
@@ -255,7 +267,8 @@ def gtr2_early_guesses_get_refined(
         "frequency": freq.provenance,
     }
     result = ClaimResult(
-        claim=GTR_2, model=model, lens=lens, dataset=dataset, estimate=est, details=details, subchecks=(check,)
+        claim=GTR_2, model=model, lens=lens, dataset=dataset, estimate=est, details=details, subchecks=(check,),
+        robustness=leave_layers_out(GTR_2, early, flip_rate),
     )
     return result, pd.DataFrame(rows)
 

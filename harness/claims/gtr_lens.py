@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from harness.claims.base import (
+    leave_layers_out,
     CONTINUOUS,
     DECISIONS,
     Claim,
@@ -82,8 +83,11 @@ def gtr6_logit_lens_underrates_frequent(
     top10 = logit.set_index("Top-10")
     mass = {"logit": logit.set_mass[..., top10], "tuned": tuned.set_mass[..., top10]}  # [L+1, N]
     early = early_layers(logit.n_layers)
-    per_prompt = mass["tuned"][early].mean(0) - mass["logit"][early].mean(0)
-    est = estimate(per_prompt, groups=logit.example)
+
+    def difference(kept: list[int]) -> Estimate:
+        return estimate(mass["tuned"][kept].mean(0) - mass["logit"][kept].mean(0), groups=logit.example)
+
+    est = difference(list(early))
     rows = []
     for name, m in [*mass.items(), ("tuned minus logit", mass["tuned"] - mass["logit"])]:
         mean, low, high = bootstrap_mean(m.T, groups=logit.example)
@@ -97,7 +101,8 @@ def gtr6_logit_lens_underrates_frequent(
         "final_top10_mass": float(mass["logit"][-1].mean()),
         "frequency": freq.provenance,
     }
-    return ClaimResult(claim=GTR_6, model=model, lens=lens, dataset=dataset, estimate=est, details=details), pd.DataFrame(rows)
+    robust = leave_layers_out(GTR_6, early, difference)
+    return ClaimResult(GTR_6, model, lens, dataset, est, details, robustness=robust), pd.DataFrame(rows)
 
 
 def gtr7_frequent_guesses_not_probe_artefact(
@@ -112,7 +117,12 @@ def gtr7_frequent_guesses_not_probe_artefact(
     }  # [L+1, N]
     early = early_layers(standard.n_layers)
     share = {name: v[early].mean(0) for name, v in is_top10.items()}
-    est = estimate(share["down-weighted tuned"] - share["standard tuned"], groups=standard.example)
+
+    def difference(kept: list[int]) -> Estimate:
+        shares = {name: v[kept].mean(0) for name, v in is_top10.items()}
+        return estimate(shares["down-weighted tuned"] - shares["standard tuned"], groups=standard.example)
+
+    est = difference(list(early))
     final_top10 = freq.bucket_of_id[standard.final_id] == 0
     rows = []
     for name, v in is_top10.items():
@@ -129,4 +139,5 @@ def gtr7_frequent_guesses_not_probe_artefact(
         "loss_weights": DOWNWEIGHT_FREQUENT,
         "frequency": freq.provenance,
     }
-    return ClaimResult(claim=GTR_7, model=model, lens=lens, dataset=dataset, estimate=est, details=details), pd.DataFrame(rows)
+    robust = leave_layers_out(GTR_7, early, difference)
+    return ClaimResult(GTR_7, model, lens, dataset, est, details, robustness=robust), pd.DataFrame(rows)

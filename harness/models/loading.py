@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from harness.models.adapters import ArchitectureAdapter, adapter_for
-from harness.models.registry import ModelSpec
+from harness.models.registry import CONTROL_SEED, CONTROL_SUFFIX, ModelSpec
 from harness.paths import depth_claims_home
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ def load_model(spec: ModelSpec, device: str = "auto", dtype: str = "auto") -> Lo
     if dev.type == "cuda":
         kwargs["device_map"] = "auto"
     if spec.source == "gguf-package":
-        source, digest = converted_gguf_dir(spec)
+        source, digest = converted_gguf_dir(spec.checkpoint)
         source, revision, load_revision = str(source), f"gguf-sha256:{digest[:16]}", None
     elif spec.source == "local":
         source, load_revision = spec.path, None
@@ -193,13 +193,18 @@ def load_model(spec: ModelSpec, device: str = "auto", dtype: str = "auto") -> Lo
         revision = spec.revision or "main"
     _check_architecture(source, load_revision)
     tokenizer = AutoTokenizer.from_pretrained(source, revision=load_revision)
-    model = AutoModelForCausalLM.from_pretrained(source, revision=load_revision, **kwargs)
-    if dev.type != "cuda":
+    if spec.control == "untrained":
+        model = untrained_control(source, load_revision, torch_dtype)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(source, revision=load_revision, **kwargs)
+    if dev.type != "cuda" or spec.control is not None:
         model = model.to(dev)
     model.eval().requires_grad_(False)
     commit = getattr(model.config, "_commit_hash", None)
     if spec.source == "hub" and commit:
         revision = commit
+    if spec.control == "untrained":
+        revision = f"{revision}{CONTROL_SUFFIX}-seed{CONTROL_SEED}"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(
@@ -211,6 +216,15 @@ def load_model(spec: ModelSpec, device: str = "auto", dtype: str = "auto") -> Lo
         dtype=torch_dtype,
         revision=revision,
     )
+
+
+def untrained_control(source: str, revision: str | None, dtype: torch.dtype) -> nn.Module:
+    """The untrained control of a model: its config (no weights are read or downloaded),
+    weights drawn by the model's own initialisation (``post_init``/``_init_weights``, as
+    ``from_config`` does) under ``CONTROL_SEED``; tied embeddings stay tied."""
+    from transformers import AutoConfig
+
+    return model_from_config(AutoConfig.from_pretrained(source, revision=revision), seed=CONTROL_SEED, dtype=dtype)
 
 
 def input_device(model: nn.Module) -> torch.device:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -39,6 +39,16 @@ class ModelSpec:
     # The tuned-lens project's published lens for this model (a resource id of its hub
     # space, AlignmentResearch/tuned-lens), where one exists.
     tuned_lens: str | None = None
+    # "untrained": this name's config and tokenizer with seeded random weights (the
+    # model's own initialisation), the control every claim is run on beside the model.
+    control: str | None = None
+
+    @property
+    def checkpoint(self) -> ModelSpec:
+        """The spec whose files are read: a control reads its model's (config, tokenizer)."""
+        if self.control is None:
+            return self
+        return replace(self, name=self.name.removesuffix(CONTROL_SUFFIX), control=None)
 
     @property
     def slug(self) -> str:
@@ -92,8 +102,24 @@ def _build_registry() -> dict[str, ModelSpec]:
 REGISTRY: dict[str, ModelSpec] = _build_registry()
 
 
+# ``NAME+untrained``: NAME's untrained control (same config and tokenizer, weights drawn by
+# the model's own initialisation with this seed).
+CONTROL_SUFFIX = "+untrained"
+CONTROL_SEED = 0
+
+
+def control_of(name: str) -> str:
+    """The ``--model`` name of ``name``'s untrained control."""
+    return name + CONTROL_SUFFIX
+
+
 def resolve(name: str) -> ModelSpec:
     """Turn a ``--model`` value into a ModelSpec, or raise one clear error."""
+    if name.endswith(CONTROL_SUFFIX):
+        base = resolve(name[: -len(CONTROL_SUFFIX)])
+        if base.control is not None:
+            raise UnknownModel(f"{name!r} names the control of a control; use {base.name!r}.")
+        return replace(base, name=control_of(base.name), control="untrained", tuned_lens=None)
     if name in REGISTRY:
         return REGISTRY[name]
     path = Path(os.path.expanduser(name))

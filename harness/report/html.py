@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote
 
+from harness.claims.base import NOT_SPECIFIC, NOT_SPECIFIC_TEXT
 from harness.report.outputs import atomic_path
 from harness.report.schema import claims_errors
 
@@ -55,6 +56,7 @@ td.num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-n
          font-weight: 600; font-size: .85rem; white-space: nowrap; }
 .replicated { background: var(--ok); } .contradicted { background: var(--bad); }
 .inconclusive { background: var(--unsure); } .reported { background: var(--none); }
+.not-specific { background: #6b3fa0; }
 .claim { margin-bottom: 2.5rem; }
 figure { margin: .8rem 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid var(--line); }
@@ -103,8 +105,47 @@ def verdict_word(verdict) -> str:
 
 def badge(verdict) -> str:
     word = verdict_word(verdict)
-    cls = word if word in ("replicated", "contradicted", "inconclusive", "reported") else "reported"
-    return f'<span class="badge {cls}">{esc(word)}</span>'
+    cls = word.replace(" ", "-") if word in ("replicated", "contradicted", "inconclusive", "reported", NOT_SPECIFIC) else "reported"
+    title = f' title="{esc(NOT_SPECIFIC_TEXT)}"' if word == NOT_SPECIFIC else ""
+    return f'<span class="badge {cls}"{title}>{esc(word)}</span>'
+
+
+def label(record: dict):
+    """The record's label (its verdict, or "not specific"); records written before labels
+    existed have only a verdict."""
+    return record.get("label", record.get("verdict"))
+
+
+def fidelity_cell(record: dict) -> str:
+    """The lens's held-out KL at the layers the statistic reads, and any warning."""
+    f = record.get("lens_fidelity")
+    if not f:
+        return '<span class="muted">no lens</span>'
+    layers = f["layers"]
+    text = f"KL {fmt(f['held_out_kl'])} nats at layers {layers[0]}-{layers[-1]}"
+    if f.get("reference_kl") is not None:
+        text += f" (tuned lens: {fmt(f['reference_kl'])})"
+    if f.get("training_tokens"):
+        text += f"; trained on {f['training_tokens']:,} tokens"
+    warn = f["unreliable"] or f.get("converged") is False
+    return (f'<span class="badge contradicted">{esc(f["label"])}</span><br>' if warn else "") + esc(text)
+
+
+def robustness_cell(record: dict) -> str:
+    rob = record.get("robustness")
+    if not rob:
+        return '<span class="muted">not a mean over layers</span>'
+    if rob["hinges_on"]:
+        return f'<span class="badge contradicted">{esc(rob["label"])}</span>'
+    return f'robust <span class="muted">({len(rob["drops"])} drops)</span>'
+
+
+def control_cell(record: dict) -> str:
+    """The untrained control's verdict and interval, or why there is none."""
+    c = record.get("control")
+    if not c:
+        return '<span class="muted">not run</span>'
+    return f"{badge(c.get('verdict'))}<br><span class=\"num\">{_interval(c)}</span> <span class=\"muted\">n={esc(fmt(c.get('n')))}</span>"
 
 
 def stem(record: dict) -> str:
@@ -343,7 +384,7 @@ def build_model_report(folder: Path) -> Path:
     out.append(
         '<table id="verdict-table"><thead><tr><th>Claim</th><th>Lens · data</th><th>The claim</th>'
         "<th>The paper's number</th><th>Ours (95% interval)</th><th>Needs</th><th>n</th><th>Verdict</th>"
-        "</tr></thead><tbody>"
+        "<th>Untrained control</th><th>Leave one layer out</th><th>Lens fidelity at the layers read</th></tr></thead><tbody>"
     )
     for r in records:
         claim = registry.get(r["claim"])
@@ -354,7 +395,7 @@ def build_model_report(folder: Path) -> Path:
             f'<td><a href="#{esc(anchor(r))}">{esc(r["claim"])}</a></td><td>{esc(where(r))}</td>'
             f"<td>{esc(statement)}</td><td>{esc(paper)}</td><td class=\"num\">{_interval(r)}</td>"
             f"<td class=\"num\">{esc(_threshold(r))}</td><td class=\"num\">{esc(fmt(r.get('n')))}</td>"
-            f"<td>{badge(r.get('verdict'))}</td></tr>"
+            f"<td>{badge(label(r))}</td><td>{control_cell(r)}</td><td>{robustness_cell(r)}</td><td>{fidelity_cell(r)}</td></tr>"
         )
     out.append("</tbody></table>")
 
@@ -425,10 +466,16 @@ def _claim_section(folder: Path, r: dict, claim) -> str:
     s = stem(r)
     parts = [
         f'<section class="claim" id="{esc(anchor(r))}">',
-        f"<h3>{esc(r['claim'])} · {esc(where(r))} {badge(r.get('verdict'))}</h3>",
+        f"<h3>{esc(r['claim'])} · {esc(where(r))} {badge(label(r))}</h3>",
     ]
     if claim is not None:
         parts.append(f"<p>{esc(claim.statement)}</p>")
+    if label(r) == NOT_SPECIFIC:
+        parts.append(f'<p class="note">{esc(NOT_SPECIFIC_TEXT[0].upper() + NOT_SPECIFIC_TEXT[1:])}: on the untrained control '
+                     f"({esc(r['control']['model'])}) the claim replicates as well, so this test cannot tell what training "
+                     "taught the model from what its architecture does anyway.</p>")
+    if r.get("too_little_data"):
+        parts.append(f'<p class="note">Too little data: {esc("; ".join(r["too_little_data"]))}.</p>')
     facts = []
     if claim is not None:
         facts += [("Statistic", claim.statistic), ("Source", f"{claim.paper}, {claim.source}"), ("Paper's number", claim.paper_value)]
@@ -536,17 +583,56 @@ def build_index(report_dir: Path) -> Path:
                 continue
             link = f"{href(f.name)}/index.html#{esc(anchor(r))}"
             out.append(
-                f'<td><a href="{link}">{badge(r.get("verdict"))}</a><br>'
+                f'<td><a href="{link}">{badge(label(r))}</a><br>'
                 f'<span class="num">{_interval(r)}</span> <span class="muted">n={esc(fmt(r.get("n")))}</span></td>'
             )
         out.append("</tr>")
     out.append("</tbody></table></div>")
+    out.append(_agreement_table(folders, by_model, names))
     out.append("<h2>The claims</h2><dl class=\"facts\">")
     for claim_id in dict.fromkeys(k[0] for k in rows):
         claim = registry.get(claim_id)
         out.append(f"<dt>{esc(claim_id)}</dt><dd>{esc(claim.statement if claim else 'not in this version of the registry')}</dd>")
     out.append("</dl>")
     return _write(report_dir / "index.html", _page("depth-claims: all models", "\n".join(out)))
+
+
+def data_agreement(records: dict[tuple, dict]) -> dict[tuple[str, str], dict]:
+    """(claim, lens) -> {"labels": {dataset: label}, "agree": bool} over one model's
+    records: does the verdict hold across the data sets the claim ran on?"""
+    out: dict[tuple[str, str], dict] = {}
+    for (claim, lens, dataset), r in sorted(records.items()):
+        out.setdefault((claim, lens), {"labels": {}})["labels"][dataset] = label(r)
+    for entry in out.values():
+        entry["agree"] = len(set(entry["labels"].values())) <= 1
+    return out
+
+
+def _agreement_table(folders: list[Path], by_model: dict, names: dict) -> str:
+    """Per claim and lens, per model: the verdict on each data set, disagreements flagged."""
+    agreement = {f.name: data_agreement(by_model[f.name]) for f in folders}
+    keys = sorted({k for a in agreement.values() for k in a})
+    out = [
+        '<h2 id="agreement">Agreement across data sets</h2>',
+        '<p class="muted">Each claim\'s verdict on every data set it ran on (embedded fixtures, <code>--data-dir</code>). '
+        "A claim whose verdict differs between data sets is flagged: read both before trusting either.</p>",
+        '<div class="wide"><table id="agreement-table"><thead><tr><th>Claim</th><th>Lens</th>',
+    ]
+    out += [f"<th>{esc(names[f.name])}</th>" for f in folders]
+    out.append("</tr></thead><tbody>")
+    for claim, lens in keys:
+        out.append(f'<tr class="agreement-row"><td>{esc(claim)}</td><td>{esc(lens)}</td>')
+        for f in folders:
+            entry = agreement[f.name].get((claim, lens))
+            if entry is None:
+                out.append('<td class="muted">–</td>')
+                continue
+            cells = "<br>".join(f"{esc(d)}: {badge(v)}" for d, v in entry["labels"].items())
+            flag = "" if entry["agree"] else '<br><span class="badge contradicted">data sets disagree</span>'
+            out.append(f"<td>{cells}{flag}</td>")
+        out.append("</tr>")
+    out.append("</tbody></table></div>")
+    return "\n".join(out)
 
 
 def build_reports(report_dir: Path) -> list[Path]:

@@ -64,7 +64,8 @@ class ReportWriter:
         return path
 
     def write_figure(self, result: ClaimResult, figure: partial) -> Path:
-        return write_figure_once(self.folder / f"{result.file_stem}.png", figure)
+        """The claim's figure with a footnote on its robustness and its untrained control."""
+        return write_figure_once(self.folder / f"{result.file_stem}.png", partial(_with_footnote, figure, result))
 
     def record(self, result: ClaimResult, provenance: dict) -> Path:
         """Add or replace this (claim, lens, dataset) record in claims.json.
@@ -112,10 +113,42 @@ def _figure_code_digest() -> str:
     return h.hexdigest()
 
 
+def footnote(result: ClaimResult) -> tuple[str, bool]:
+    """The figure's footnote: leave-one-layer-out and the untrained control, and whether
+    it is a warning (the verdict hinges on layers, or the claim is not specific)."""
+    from harness.claims.base import NOT_SPECIFIC, NOT_SPECIFIC_TEXT
+
+    parts, warn = [], False
+    rob = result.robustness
+    if rob is not None:
+        parts.append(f"leave one layer out (layers {rob.layers[0]}-{rob.layers[-1]}): {rob.label}")
+        warn |= bool(rob.hinges_on)
+    if result.control is not None:
+        e = result.control.estimate
+        parts.append(f"untrained control: {result.control.verdict} {e.value:.3f} (95% CI {e.ci_low:.3f} to {e.ci_high:.3f}, n={e.n})")
+        if result.label == NOT_SPECIFIC:
+            parts.append(NOT_SPECIFIC_TEXT.upper())
+            warn = True
+    return "; ".join(parts), warn
+
+
+def _with_footnote(figure: partial, result: ClaimResult):
+    fig = figure()
+    text, warn = footnote(result)
+    if text:
+        import textwrap
+
+        fig.text(0.01, -0.01, "\n".join(textwrap.wrap(text, 150)), ha="left", va="top", fontsize=8,
+                 color="#b02a1e" if warn else "#3a3f44")
+    return fig
+
+
 def _input_text(value) -> str:
     """A figure argument as text for the digest: tables as CSV, results as their record."""
     if isinstance(value, pd.DataFrame):
         return value.to_csv(index=False)
+    if isinstance(value, partial):
+        return figure_digest(value)
     if isinstance(value, ClaimResult):
         return json.dumps(value.record(), sort_keys=True, default=float)
     if isinstance(value, (str, int, float, bool, type(None), list, tuple, dict)):
@@ -124,8 +157,9 @@ def _input_text(value) -> str:
 
 
 def figure_digest(figure: partial) -> str:
-    """What a figure is drawn from: the function, every argument, the figure code."""
-    parts = [f"{figure.func.__module__}.{figure.func.__qualname__}", _figure_code_digest()]
+    """What a figure is drawn from: the function, every argument (nested partials too),
+    the figure code and this module (the footnote)."""
+    parts = [f"{figure.func.__module__}.{figure.func.__qualname__}", _figure_code_digest(), Path(__file__).read_text()]
     parts += [_input_text(a) for a in figure.args]
     parts += [f"{k}={_input_text(v)}" for k, v in sorted(figure.keywords.items())]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()

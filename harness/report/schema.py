@@ -29,6 +29,7 @@ SCHEMA_VERSION = 1
 # A number that could not be computed (no data) is null: files are strict JSON (no NaN).
 _NUMBER = {"type": ["number", "null"]}
 _VERDICT = {"enum": ["replicated", "contradicted", "inconclusive"]}
+_VERDICT_OR_NULL = {"enum": ["replicated", "contradicted", "inconclusive", None]}
 _DIRECTION = {"enum": ["above", "below"]}
 
 SUBCHECK_SCHEMA: dict = {
@@ -46,6 +47,55 @@ SUBCHECK_SCHEMA: dict = {
         "direction": {**_DIRECTION, "description": "Whether the interval must lie above or below the threshold."},
         "n": {"type": "integer", "minimum": 0, "description": "Number of measurements behind the statistic."},
         "verdict": {**_VERDICT, "description": "Verdict of this sub-check alone."},
+    },
+}
+
+CONTROL_SCHEMA: dict = {
+    "type": "object",
+    "required": ["model", "statistic", "ci_low", "ci_high", "n", "verdict", "too_little_data"],
+    "properties": {
+        "model": {"type": "string", "minLength": 1, "description": "The control's model name (<model>+untrained)."},
+        "statistic": {**_NUMBER, "description": "The claim's statistic on the control."},
+        "ci_low": {**_NUMBER, "description": "Lower end of its 95% bootstrap interval."},
+        "ci_high": {**_NUMBER, "description": "Upper end of its 95% bootstrap interval."},
+        "n": {"type": "integer", "minimum": 0, "description": "Number of measurements behind it."},
+        "verdict": {**_VERDICT_OR_NULL, "description": "The claim's verdict on the control."},
+        "too_little_data": {"type": "array", "items": {"type": "string"}, "description": "What fell short on the control."},
+    },
+}
+
+ROBUSTNESS_SCHEMA: dict = {
+    "type": "object",
+    "required": ["label", "layers", "hinges_on", "drops"],
+    "properties": {
+        "label": {"type": "string", "pattern": "^(robust|hinges on .+)$", "description": "'robust', or the layers the verdict hinges on."},
+        "layers": {"type": "array", "items": {"type": "integer"}, "description": "The layers the statistic aggregates."},
+        "hinges_on": {"type": "array", "items": {"type": "array", "items": {"type": "integer"}},
+                      "description": "Left-out layer sets that change the verdict."},
+        "drops": {"type": "array", "items": {
+            "type": "object", "required": ["left_out", "statistic", "ci_low", "ci_high", "verdict"],
+            "properties": {"left_out": {"type": "array", "items": {"type": "integer"}}, "statistic": _NUMBER,
+                           "ci_low": _NUMBER, "ci_high": _NUMBER, "verdict": _VERDICT_OR_NULL},
+        }},
+    },
+}
+
+FIDELITY_SCHEMA: dict = {
+    "type": "object",
+    "required": ["lens", "layers", "held_out_kl", "held_out_tokens", "reference_kl", "outside_top1000",
+                 "training_tokens", "last_half_kl_change", "unreliable", "converged", "label"],
+    "properties": {
+        "lens": {"type": "string"},
+        "layers": {"type": "array", "items": {"type": "integer"}, "description": "The layers the statistic reads."},
+        "held_out_kl": {**_NUMBER, "description": "Mean held-out KL(final || lens) at those layers, nats."},
+        "held_out_tokens": {"type": "integer", "minimum": 0},
+        "reference_kl": {**_NUMBER, "description": "The tuned lens's KL there (for a verdict read through another lens)."},
+        "outside_top1000": {**_NUMBER, "description": "Share of the lens top-1 there outside the Top-1000 bucket."},
+        "training_tokens": {"type": ["integer", "null"], "description": "Training tokens of a tuned lens fitted here."},
+        "last_half_kl_change": {**_NUMBER, "description": "Relative change of its mean held-out KL over the last half of training."},
+        "unreliable": {"type": "array", "items": {"type": "string"}, "description": "Why the reading is unreliable (empty: no reason)."},
+        "converged": {"type": ["boolean", "null"], "description": "Whether a tuned lens's KL stopped falling (null: no curve)."},
+        "label": {"type": "string"},
     },
 }
 
@@ -130,7 +180,8 @@ RECORD_SCHEMA: dict = {
     "type": "object",
     "required": [
         "claim", "version", "model", "lens", "dataset", "statistic", "ci_low", "ci_high", "threshold",
-        "direction", "n", "n_groups", "verdict", "too_little_data", "subchecks", "details", "provenance",
+        "direction", "n", "n_groups", "verdict", "label", "control", "too_little_data", "robustness", "lens_fidelity",
+        "subchecks", "details", "provenance",
     ],
     "properties": {
         "claim": {"type": "string", "pattern": r"^[A-Za-z][A-Za-z0-9]*-[0-9]+[A-Za-z0-9]*$", "description": "Claim id, e.g. GTR-1 (harness/claims/)."},
@@ -150,6 +201,27 @@ RECORD_SCHEMA: dict = {
             "description": "replicated: the interval (and every sub-check) lies on the claimed side; contradicted: "
             "the interval (or a sub-check) lies wholly on the other side; inconclusive: otherwise; null: reported "
             "only (no threshold).",
+        },
+        "label": {
+            "enum": ["replicated", "contradicted", "inconclusive", "not specific", None],
+            "description": "The verdict, except 'not specific' where the claim replicates on the model's untrained "
+            "control too: an untrained network of the same shape shows it, so the test measures the architecture, "
+            "not what training taught.",
+        },
+        "control": {
+            "oneOf": [{"type": "null"}, CONTROL_SCHEMA],
+            "description": "The claim on the model's untrained control (same config, tokenizer, data and lens kind; "
+            "seeded random weights); null when no control was run (--no-control).",
+        },
+        "robustness": {
+            "oneOf": [{"type": "null"}, ROBUSTNESS_SCHEMA],
+            "description": "Leave-one-layer-out: the statistic recomputed with each layer it aggregates left out (and the "
+            "first two together); null for a statistic that does not aggregate over layers.",
+        },
+        "lens_fidelity": {
+            "oneOf": [{"type": "null"}, FIDELITY_SCHEMA],
+            "description": "How faithful the lens is at the layers the statistic reads (harness/fidelity.py); null for "
+            "results not read through one lens.",
         },
         "too_little_data": {
             "type": "array", "items": {"type": "string"},
