@@ -47,7 +47,7 @@ def records(model: str = "tiny-model") -> list[dict]:
     """Four records: replicated with a sub-check, contradicted, reported-only, and a claim
     id no registry knows, with text that needs escaping."""
     logit = {"lens": "logit"}
-    base = {"model": model, "version": 1, "n_groups": 50, "details": {}, "too_little_data": [], "control": None, "robustness": None, "lens_fidelity": None}
+    base = {"model": model, "version": 1, "n_groups": 50, "details": {}, "too_little_data": [], "control": None, "robustness": None, "lens_fidelity": None, "paper_comparison": []}
     recs = [
         {
             **base, "claim": "GTR-1", "lens": "logit", "dataset": "prose-embedded",

@@ -250,6 +250,19 @@ def leave_layers_out(
     return Robustness(tuple(layers), claim.judge(statistic(layers)), tuple(drops))
 
 
+@dataclass(frozen=True)
+class PaperComparison:
+    """A number the paper states, beside ours in the same units (ours on this model)."""
+
+    what: str  # the quantity, in words and units
+    paper: str  # as the paper states it: "> 0.75", "about 0.33", "0.60-0.80"
+    paper_model: str  # the paper's model (and lens) behind it
+    ours: float
+
+    def record(self) -> dict:
+        return {"what": self.what, "paper": self.paper, "paper_model": self.paper_model, "ours": self.ours}
+
+
 # The label of a claim that replicates on the model and on its untrained control alike.
 NOT_SPECIFIC = "not specific"
 NOT_SPECIFIC_TEXT = "not specific: an untrained model shows it too"
@@ -291,6 +304,7 @@ class ClaimResult:
     robustness: Robustness | None = None
     # None: not read through one lens (interventions, lens comparisons)
     fidelity: LensFidelity | None = None
+    paper: tuple[PaperComparison, ...] = ()  # where the paper gives a number
 
     def __post_init__(self):
         # every sub-check is judged with the claim's minimum n
@@ -346,6 +360,7 @@ class ClaimResult:
             "too_little_data": self.too_little_data,
             "robustness": None if self.robustness is None else self.robustness.record(),
             "lens_fidelity": None if self.fidelity is None else self.fidelity.record(),
+            "paper_comparison": [c.record() for c in self.paper],
             "subchecks": [c.record() for c in self.subchecks],
             "details": self.details,
         }

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from harness.claims.base import (
+    PaperComparison,
     leave_layers_out,
     CONTINUOUS,
     DECISIONS,
@@ -246,7 +247,8 @@ def cso1_second_half_contributes_less(
     details["n_layers"] = relative["layer"].shape[1]
     layers = relative["layer"]
     robust = leave_layers_out(CSO_1, range(layers.shape[1]), lambda kept: halves_ratio(layers, kept))
-    return ClaimResult(CSO_1, model, "none", dataset, ratios["layer"], details, robustness=robust), table
+    paper = (PaperComparison("second-half / first-half mean relative contribution", "about 0.5", "Llama-3.1-70B", ratios["layer"].value),)
+    return ClaimResult(CSO_1, model, "none", dataset, ratios["layer"], details, robustness=robust, paper=paper), table
 
 
 def cso2_cosine_curve(cosine: dict[str, np.ndarray], model: str, dataset: str) -> tuple[ClaimResult, pd.DataFrame]:
@@ -347,7 +349,11 @@ def cso4_second_half_refines(trace: LayerTrace, model: str, lens: str, dataset: 
     details = {"steepest_kl_drop_layer": int(np.argmin(np.diff(kl_mean[:n_layers]))) + 1,
                "steepest_overlap_rise_layer": int(np.argmax(np.diff(inputs.mean(0)))) + 1,
                "n_positions": int(trace.n_rows), "kl": "KL(final || lens), nats"}
-    return ClaimResult(CSO_4, model, lens, dataset, main, details, checks), pd.DataFrame(rows)
+    paper = (
+        PaperComparison("mean top-5 overlap over the first half of the layers", "near 0", "Llama-3.1-70B, logit lens", checks[0].estimate.value),
+        PaperComparison("top-5 overlap at h_{L-1}", "near 1", "Llama-3.1-70B, logit lens", checks[1].estimate.value),
+    )
+    return ClaimResult(CSO_4, model, lens, dataset, main, details, checks, paper=paper), pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------- CSO-5/6

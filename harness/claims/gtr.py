@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from harness.claims.base import (
+    PaperComparison,
     leave_layers_out,
     CONTINUOUS,
     DECISIONS,
@@ -212,9 +213,15 @@ def gtr1_early_frequent_guesses(
         "final_top10_share": float((final_bucket == 0).mean()),
         "frequency": freq.provenance,
     }
+    details["layer1_top10_share"] = float((top1_bucket[1] == 0).mean())
+    paper = (
+        PaperComparison("Top-10 share of the lens top-1 at layer 1", "> 0.75", "Pythia-6.9B, tuned lens", details["layer1_top10_share"]),
+        PaperComparison("Top-10 share of final predictions", "about 0.33", "Pythia-6.9B", details["final_top10_share"]),
+        PaperComparison("gap: early (layers 1..L/4) minus final Top-10 share", "about 0.40 (at layer 1)", "Pythia-6.9B, tuned lens", est.value),
+    )
     result = ClaimResult(
         claim=GTR_1, model=model, lens=lens, dataset=dataset, estimate=est, details=details,
-        robustness=leave_layers_out(GTR_1, early, gap),
+        robustness=leave_layers_out(GTR_1, early, gap), paper=paper,
     )
     return result, pd.DataFrame(rows)
 
@@ -266,9 +273,13 @@ def gtr2_early_guesses_get_refined(
         "n_top10_early_guesses": int(top10_early.sum()),
         "frequency": freq.provenance,
     }
+    paper = (
+        PaperComparison("flip rate of early Top-10 (high-frequency) guesses", "> 0.70", "Pythia-6.9B, tuned lens", est.value),
+        PaperComparison("flip rate of all early guesses (layers 1..L/4)", "0.60-0.80", "Pythia-6.9B, tuned lens", details["early_flip_rate_all"]),
+    )
     result = ClaimResult(
         claim=GTR_2, model=model, lens=lens, dataset=dataset, estimate=est, details=details, subchecks=(check,),
-        robustness=leave_layers_out(GTR_2, early, flip_rate),
+        robustness=leave_layers_out(GTR_2, early, flip_rate), paper=paper,
     )
     return result, pd.DataFrame(rows)
 

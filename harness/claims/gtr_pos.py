@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from harness.claims.base import (
+    PaperComparison,
     DECISIONS,
     Claim,
     ClaimResult,
@@ -212,7 +213,16 @@ def gtr3_function_words_settle_early(
     }
     if tagger is not None:
         details["tagger"] = tagger
+    at100 = details["mean_earliest_depth_fraction"].get("k100", {})
+    stated = {"DET": "about 4/48 = 0.083", "ADP": "about 5.5/48 = 0.115", "NOUN": "about 10-11/48 = 0.21-0.23",
+              "VERB": "about 10-11/48 = 0.21-0.23", "ADJ": "about 10-11/48 = 0.21-0.23"}
+    paper = tuple(
+        PaperComparison(f"mean earliest layer with rank <= 100 of {tag} words, as a fraction of depth", text,
+                        "GPT2-XL, logit lens (read off Fig. 4)", float(at100[tag]))
+        for tag, text in stated.items() if tag in at100
+    )
     result = ClaimResult(
-        claim=GTR_3, model=model, lens=lens, dataset=dataset, estimate=main, details=details, subchecks=tuple(checks)
+        claim=GTR_3, model=model, lens=lens, dataset=dataset, estimate=main, details=details, subchecks=tuple(checks),
+        paper=paper,
     )
     return result, pd.DataFrame(rows)

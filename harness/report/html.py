@@ -476,6 +476,14 @@ def _claim_section(folder: Path, r: dict, claim) -> str:
                      "taught the model from what its architecture does anyway.</p>")
     if r.get("too_little_data"):
         parts.append(f'<p class="note">Too little data: {esc("; ".join(r["too_little_data"]))}.</p>')
+    if r.get("paper_comparison"):
+        rows = "".join(
+            f"<tr><td>{esc(c['what'])}</td><td>{esc(c['paper'])} <span class=\"muted\">({esc(c['paper_model'])})</span></td>"
+            f"<td class=\"num\">{esc(fmt(c['ours']))}</td></tr>"
+            for c in r["paper_comparison"]
+        )
+        parts.append('<table class="paper-comparison"><thead><tr><th>Quantity</th><th>The paper</th><th>Ours</th></tr></thead>'
+                     f"<tbody>{rows}</tbody></table>")
     facts = []
     if claim is not None:
         facts += [("Statistic", claim.statistic), ("Source", f"{claim.paper}, {claim.source}"), ("Paper's number", claim.paper_value)]

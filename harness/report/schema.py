@@ -181,7 +181,7 @@ RECORD_SCHEMA: dict = {
     "required": [
         "claim", "version", "model", "lens", "dataset", "statistic", "ci_low", "ci_high", "threshold",
         "direction", "n", "n_groups", "verdict", "label", "control", "too_little_data", "robustness", "lens_fidelity",
-        "subchecks", "details", "provenance",
+        "paper_comparison", "subchecks", "details", "provenance",
     ],
     "properties": {
         "claim": {"type": "string", "pattern": r"^[A-Za-z][A-Za-z0-9]*-[0-9]+[A-Za-z0-9]*$", "description": "Claim id, e.g. GTR-1 (harness/claims/)."},
@@ -217,6 +217,17 @@ RECORD_SCHEMA: dict = {
             "oneOf": [{"type": "null"}, ROBUSTNESS_SCHEMA],
             "description": "Leave-one-layer-out: the statistic recomputed with each layer it aggregates left out (and the "
             "first two together); null for a statistic that does not aggregate over layers.",
+        },
+        "paper_comparison": {
+            "type": "array",
+            "items": {"type": "object", "required": ["what", "paper", "paper_model", "ours"],
+                      "properties": {
+                          "what": {"type": "string", "description": "The quantity, in words and units."},
+                          "paper": {"type": "string", "description": "The paper's number as it states it (e.g. '> 0.75')."},
+                          "paper_model": {"type": "string", "description": "The paper's model (and lens) behind it."},
+                          "ours": {**_NUMBER, "description": "Ours on this model, in the same units."},
+                      }},
+            "description": "Numbers the paper states, each beside ours in the same units.",
         },
         "lens_fidelity": {
             "oneOf": [{"type": "null"}, FIDELITY_SCHEMA],
