@@ -37,6 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.data.prose import load_prose
+from harness.files import write_text
 from harness.frequency import token_frequencies
 from harness.interventions.backend import HookBackend
 from harness.lens_training import (
@@ -207,10 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     baseline = next(r for r in result["rows"] if r["name"] == BASELINE)
     for row in result["rows"]:
         row["beats_baseline_everywhere"] = all(row["kl"][str(layer)] < baseline["kl"][str(layer)] for layer in range(n_layers))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "lens_recipes.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_text(args.out / "lens_recipes.json", json.dumps(result, indent=2) + "\n")
     markdown = table_markdown(result)
-    (args.out / "lens_recipes.md").write_text(
+    write_text(
+        args.out / "lens_recipes.md",
         f"Held-out KL(final || lens), nats, {DEFAULT_MODEL}, {result['held_out_tokens']:,} held-out tokens; "
         f"{result['note']}.\n\n{markdown}"
     )

@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
 
 import pytest
 
 import harness.session as _session
+from harness.files import write_text
 
 _FORWARDS = {"n": 0}
 _LENS_SECONDS = {"s": 0.0}
@@ -63,5 +63,5 @@ def pytest_runtest_protocol(item, nextitem):
 def pytest_sessionfinish(session, exitstatus):
     out = os.environ.get("DEPTH_CLAIMS_SUITE_RECORD")
     if out:
-        Path(out).write_text(json.dumps({"tests": _RECORDS, "lens_seconds": round(_LENS_SECONDS["s"], 2),
+        write_text(out, json.dumps({"tests": _RECORDS, "lens_seconds": round(_LENS_SECONDS["s"], 2),
                                          "exitstatus": int(exitstatus)}, indent=1))

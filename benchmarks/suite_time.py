@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness.files import write_text
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -41,8 +43,7 @@ def machine() -> dict:
             "python": platform.python_version(), "platform": platform.platform()}
 
 
-def run_claims(home: Path, cache: Path, reports: Path, extra: list[str]) -> dict:
-    record = Path(tempfile.mkstemp(suffix=".json")[1])
+def run_claims(home: Path, cache: Path, reports: Path, record: Path, extra: list[str]) -> dict:
     env = {**os.environ, "DEPTH_CLAIMS_HOME": str(home), "DEPTH_CLAIMS_TRACE_CACHE": str(cache),
            "DEPTH_CLAIMS_SUITE_RECORD": str(record), "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "pytest", "claims/", "--train-lens", "--report-dir", str(reports),
@@ -50,7 +51,7 @@ def run_claims(home: Path, cache: Path, reports: Path, extra: list[str]) -> dict
     started = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started
-    if not record.stat().st_size:
+    if not record.is_file():
         sys.stderr.write(proc.stdout[-5000:] + proc.stderr[-5000:])
         raise SystemExit(f"pytest wrote no record (exit {proc.returncode})")
     data = json.loads(record.read_text())
@@ -88,17 +89,14 @@ def main(argv: list[str] | None = None) -> None:
         tmp = Path(tmp)
         home, cache, reports = tmp / "home", tmp / "traces", tmp / "reports"
         print("cold run (fresh home and trace cache) ...", flush=True)
-        cold = run_claims(home, cache, reports, args.pytest_args)
+        cold = run_claims(home, cache, reports, tmp / "cold.json", args.pytest_args)
         print(f"  {cold['wall_seconds']} s: {cold['summary']}", flush=True)
         print("warm run (same folders) ...", flush=True)
-        warm = run_claims(home, cache, reports, args.pytest_args)
+        warm = run_claims(home, cache, reports, tmp / "warm.json", args.pytest_args)
         print(f"  {warm['wall_seconds']} s: {warm['summary']}", flush=True)
     result = {"machine": machine(), "command": "python3 -m pytest claims/ --train-lens", "extra_args": args.pytest_args,
               "date": time.strftime("%Y-%m-%d %H:%M:%S"), "cold": cold, "warm": warm}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_name(f".{args.out.name}.{os.getpid()}.tmp")
-    tmp_out.write_text(json.dumps(result, indent=1))
-    os.replace(tmp_out, args.out)
+    write_text(args.out, json.dumps(result, indent=1))
     print(table(cold, warm))
     print(f"-> {args.out}")
 

@@ -53,7 +53,39 @@ EXPECTED_NOT_REPLICATED: dict[tuple[str, ...], str] = {
 }
 
 
-EXPECTED_NOT_SPECIFIC: dict[tuple[str, ...], str] = {}
+EXPECTED_NOT_SPECIFIC: dict[tuple[str, ...], str] = {
+    # The untrained control: smollm2-135m-instruct-q4+untrained (same config and tokenizer, weights
+    # from the model's own initialisation, seed 0), same prompts, same lens kind.
+    ("CSO-1", "smollm2-135m-instruct-q4", "none"): (
+        "the untrained control shows it too: second-half / first-half relative contribution 0.250 (95% CI "
+        "0.248-0.251, n=16) against 0.270 (0.267-0.273) for the trained model. In a pre-norm stack the residual "
+        "norm grows with depth, so each later block adds relatively less whether or not it learned anything: as "
+        "defined (v1), CSO-1 measures the architecture. Proposed v2 (not built yet): the trained ratio divided by "
+        "the control's ratio < 0.8, with a joint bootstrap over the shared prompts (here 1.08: no evidence that "
+        "training makes the second half contribute less than the architecture already does)."
+    ),
+    ("CSO-4", "smollm2-135m-instruct-q4", "logit"): (
+        "the untrained control shows it too, and more strongly: rise of the logit-lens top-5 overlap over the "
+        "second half minus the first 0.542 (0.512-0.569, n=16) against 0.342 (0.330-0.354); first-half overlap "
+        "0.020, overlap at h_{L-1} 0.654. Late residuals of any deep pre-norm stack are mostly the sum the last "
+        "blocks add, so the lens agrees with the output near the end by construction. Proposed v2: the same rise "
+        "measured against the control's (trained minus control > 0)."
+    ),
+    ("GTR-2", "smollm2-135m-instruct-q4", "logit"): (
+        "the untrained control shows it too: every early Top-10 guess of the untrained model flips (flip rate "
+        "1.000, n=85) against 0.933 (0.910-0.953, n=491) for the trained model: a flip rate above 0.6 is what a "
+        "network whose early and late readings are unrelated gives. Through the tuned lens the control has too "
+        "few early Top-10 guesses to judge (n=2), so the tuned-lens verdict stands. Proposed v2: flip rate below "
+        "the control's (the trained model keeps more of its early guesses than chance would)."
+    ),
+    ("GTR-7", "smollm2-135m-instruct-q4", "tuned-vs-downweighted"): (
+        "the untrained control shows it too, trivially: its early lens top-1 are almost never Top-10 tokens under "
+        "either tuned lens (difference 0.000, n=534), which passes '> -0.10'. The claim says frequent early "
+        "guesses survive down-weighting; v1 does not ask that there are any. Proposed v2: add a sub-check that "
+        "the down-weighted lens's early Top-10 share exceeds the final predictions' share (trained model: 0.76 "
+        "vs 0.28)."
+    ),
+}
 
 
 def expectation(table: dict[tuple[str, ...], str], claim: str, model: str, lens: str, dataset: str) -> str | None:

@@ -37,6 +37,7 @@ from pathlib import Path
 import pytest
 
 from harness.claims.base import ClaimResult
+from harness.files import file_lock, write_text
 from harness.report.snapshots import CHECKS_FILE, ModelSnapshots, SnapshotCheck
 
 SNAPSHOT_DIR = Path(__file__).resolve().parent / "recorded_snapshots"
@@ -49,15 +50,14 @@ def snapshot_dir() -> Path:
 
 
 def _record(path: Path, fresh: bool, result: ClaimResult, check: SnapshotCheck) -> None:
-    """Add one check to the model's snapshot_checks.json (started afresh by each run)."""
-    records = [] if fresh or not path.is_file() else json.loads(path.read_text(encoding="utf-8"))
+    """Add one check to the model's snapshot_checks.json (started afresh by each run).
+    Read, changed and written under a lock: processes adding checks at once lose none."""
     entry = check.record(result)
     key = (entry["claim"], entry["lens"], entry["dataset"])
-    records = [r for r in records if (r["claim"], r["lens"], r["dataset"]) != key] + [entry]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(records, indent=1), encoding="utf-8")
-    tmp.replace(path)
+    with file_lock(path):
+        records = [] if fresh or not path.is_file() else json.loads(path.read_text(encoding="utf-8"))
+        records = [r for r in records if (r["claim"], r["lens"], r["dataset"]) != key] + [entry]
+        write_text(path, json.dumps(records, indent=1))
 
 
 def make_claim_snapshot(config, model_session):

@@ -1,29 +1,26 @@
-"""Content-addressed on-disk cache of LayerTraces and of intervention results.
+"""Content-addressed on-disk cache of named arrays with their metadata: traces
+(``harness.trace`` turns a ``LayerTrace`` into arrays and back) and intervention results.
 
-The key is a digest of everything a trace depends on (engine version, model id,
-revision and dtype, lens and its hash, dataset name and content hash, positions,
-reduction spec). Entries are written to a temporary file and renamed into place, so a
-reader never sees half an entry; each entry carries a digest of its own arrays, so a
-truncated or corrupted file is detected, removed and recomputed. A per-key lock file
-makes a second process wait for the first instead of computing the same trace again.
+The key is a digest of everything an entry depends on (for a trace: engine version,
+model id, revision and dtype, lens and its hash, dataset name and content hash,
+positions, reduction spec). Entries are written atomically (:func:`harness.files.atomic_path`),
+so a reader never sees half an entry; each entry carries a digest of its own arrays, so a
+truncated or corrupted file is detected, removed and recomputed. A per-key lock
+(:func:`harness.files.file_lock`) makes a second process wait for the first instead of
+computing the same entry again.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import json
 import logging
-import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from harness.trace import LayerTrace
+from harness.files import file_lock, write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +49,7 @@ class TraceCache:
         digest = key_digest(key)
         return self.root / digest[:2] / f"{digest}.npz"
 
-    def get(self, key: dict) -> LayerTrace | None:
-        entry = self.get_arrays(key)
-        return None if entry is None else LayerTrace(meta=entry[0], **entry[1])
-
-    def put(self, key: dict, trace: LayerTrace) -> Path:
-        return self.put_arrays(key, trace.arrays(), trace.meta)
-
-    def get_arrays(self, key: dict) -> tuple[dict, dict[str, np.ndarray]] | None:
+    def get(self, key: dict) -> tuple[dict, dict[str, np.ndarray]] | None:
         """(meta, arrays) of an intact entry, else None (a corrupt entry is removed)."""
         path = self.path(key)
         if not path.is_file():
@@ -80,48 +70,28 @@ class TraceCache:
             path.unlink(missing_ok=True)
             return None
 
-    def put_arrays(self, key: dict, arrays: dict[str, np.ndarray], meta: dict | None = None) -> Path:
+    def put(self, key: dict, arrays: dict[str, np.ndarray], meta: dict | None = None) -> Path:
         """Store arrays atomically; ``meta`` must hold the key (it is checked on read)."""
         meta = {"key": key} if meta is None else meta
-        path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         meta_json = json.dumps(meta, sort_keys=True)
         buf = io.BytesIO()
         np.savez(buf, **arrays, **{_META: np.array(meta_json), _DIGEST: np.array(_arrays_digest(meta_json, arrays))})
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(buf.getvalue())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_bytes(self.path(key), buf.getvalue())
 
     def fetch(self, key: dict, compute) -> tuple[dict[str, np.ndarray], bool]:
         """Arrays for ``key``: from the cache, else ``compute()`` once across processes and
         stored. Returns (arrays, whether it was a cache hit)."""
-        hit = self.get_arrays(key)
+        hit = self.get(key)
         if hit is not None:
             return hit[1], True
         with self.lock(key):
-            hit = self.get_arrays(key)
+            hit = self.get(key)
             if hit is not None:
                 return hit[1], True
             arrays = compute()
-            self.put_arrays(key, arrays)
+            self.put(key, arrays)
         return arrays, False
 
-    @contextmanager
-    def lock(self, key: dict) -> Iterator[None]:
-        """Exclusive per-key lock across processes (advisory, via flock)."""
-        path = self.path(key).with_suffix(".lock")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+    def lock(self, key: dict):
+        """Exclusive per-key lock across processes (a ``with`` block)."""
+        return file_lock(self.path(key))

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from harness.data.prose import Corpus
+from harness.files import atomic_path
 from harness.paths import depth_claims_home
 
 BUCKETS: tuple[str, ...] = ("Top-10", "Top-100", "Top-1000", "Rest")
@@ -98,10 +97,7 @@ def token_frequencies(tokenizer, corpus: Corpus, vocab_size: int, cache_dir: Pat
         n_tokens=int(counts.sum()),
         counts=counts,
     )
-    cache_dir.mkdir(parents=True, exist_ok=True)
     meta = {k: getattr(table, k) for k in ("tokenizer_hash", "corpus", "corpus_hash", "n_tokens")}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=cache_dir)
-    with os.fdopen(fd, "wb") as f:
-        np.savez(f, counts=counts, meta=np.array(json.dumps(meta)))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, counts=counts, meta=np.array(json.dumps(meta)))
     return table

@@ -47,7 +47,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -60,6 +59,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from harness.data.prose import Corpus
+from harness.files import atomic_path, file_lock
 from harness.frequency import BUCKETS, FrequencyTable
 from harness.lenses import LogitLens
 from harness.models.loading import LoadedModel
@@ -523,9 +523,8 @@ def _autocast(recipe: Recipe, device: torch.device):
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def train_lens(
@@ -771,7 +770,10 @@ def obtain_lens(
     """The self-trained lens for (model, corpus, recipe, weighting): from the cache, else
     fitted now when ``train`` (:func:`fit_lens`, then its held-out KL table and convergence
     curve go into ``training.json``), else :class:`TunedLensMissing` naming the command.
-    ``closed_form``: the closed form fitted by the caller (see :func:`fit_lens`)."""
+    ``closed_form``: the closed form fitted by the caller (see :func:`fit_lens`).
+
+    Training holds :func:`harness.files.file_lock` on the lens folder: a second process
+    asking for the same lens meanwhile waits, then reads the lens the first one saved."""
     data = pack_corpus(corpus, loaded.tokenizer, recipe.seq_len)
     folder = lens_folder(loaded, data, recipe, weighting, root)
     source = {"kind": "trained", "recipe": recipe.name, "weighting": weighting, "data": data.name, "key": folder.name}
@@ -783,6 +785,18 @@ def obtain_lens(
             f"{folder.parent}. Train it with `{train_command(loaded.spec.name, data_dir, recipe, weighting)}` "
             "or rerun pytest with --train-lens."
         )
+    # One process trains a lens folder; one that waited here for it reads the lens it made.
+    with file_lock(folder):
+        if not (folder / "config.json").is_file():
+            _train_into(folder, loaded, backend, data, recipe, weighting, freq, alignment, closed_form)
+        else:
+            log.info("The %s tuned lens %s was trained by another process meanwhile; reading it.", weighting, folder)
+    return read_lens(folder, loaded, alignment, source)
+
+
+def _train_into(folder: Path, loaded: LoadedModel, backend, data: LensData, recipe: Recipe, weighting: str,
+                freq: FrequencyTable | None, alignment: str, closed_form: Callable[[], ClosedForm] | None) -> None:
+    """Fit the lens (:func:`fit_lens`), measure it on held-out text and save it to ``folder``."""
     checkpoint = folder.with_name(f".{folder.name}.checkpoint.pt")
     eval_ids = data.held_out[: recipe.eval_sequences]
     lens, record = fit_lens(loaded, backend, data, recipe, weighting, freq, checkpoint, alignment, eval_ids, closed_form)
@@ -795,4 +809,3 @@ def obtain_lens(
     lens.save(folder, record)
     checkpoint.unlink(missing_ok=True)
     checkpoint.with_name(f"{checkpoint.name}.closed-form.pt").unlink(missing_ok=True)
-    return read_lens(folder, loaded, alignment, source)

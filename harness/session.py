@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 import harness
+from harness.backends import make_backend
 from harness.cache import TraceCache
 from harness.claims import gtr, gtr_facts, gtr_pos
 from harness.data import pos
@@ -26,7 +27,6 @@ from harness.data.choices import load_choice_tasks
 from harness.data.facts import FactSet, load_facts
 from harness.data.prose import Corpus, DataMissing, load_prose
 from harness.frequency import FrequencyTable, token_frequencies
-from harness.interventions.backend import make_backend
 from harness.interventions.measurements import DepthMeasurements
 from harness.lens_training import (
     WEIGHTINGS,

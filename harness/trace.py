@@ -27,7 +27,7 @@ from harness.models.loading import LoadedModel
 
 if TYPE_CHECKING:
     from harness.cache import TraceCache
-    from harness.interventions.backend import Backend
+    from harness.backends.base import Backend
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +172,11 @@ class LayerTrace:
     def arrays(self) -> dict[str, np.ndarray]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "meta" and getattr(self, f.name) is not None}
 
+    @classmethod
+    def from_arrays(cls, meta: dict, arrays: dict[str, np.ndarray]) -> "LayerTrace":
+        """The trace back from its :meth:`arrays` and ``meta`` (a trace cache entry)."""
+        return cls(meta=meta, **arrays)
+
     def set_index(self, name: str) -> int:
         return self.meta["token_sets"].index(name)
 
@@ -277,7 +282,7 @@ class TraceEngine:
 
     def __post_init__(self):
         if self.backend is None:
-            from harness.interventions.backend import HookBackend
+            from harness.backends.hooks import HookBackend
 
             self.backend = HookBackend(self.loaded)
 
@@ -313,14 +318,14 @@ class TraceEngine:
         hit = self.cache.get(key)
         if hit is not None:
             self.stats.cache_hits += 1
-            return hit
+            return LayerTrace.from_arrays(*hit)
         with self.cache.lock(key):
             hit = self.cache.get(key)  # another process may have finished it meanwhile
             if hit is not None:
                 self.stats.cache_hits += 1
-                return hit
+                return LayerTrace.from_arrays(*hit)
             result = compute()
-            self.cache.put(key, result)
+            self.cache.put(key, result.arrays(), result.meta)
         return result
 
     def _set_matrix(self, spec: ReductionSpec, head_device) -> torch.Tensor | None:

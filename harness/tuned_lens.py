@@ -25,9 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -35,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from harness.files import atomic_dir
 from harness.lenses import Lens
 from harness.models.loading import LoadedModel
 
@@ -160,18 +158,11 @@ class TunedLens(Lens):
         """Write ``config.json`` + ``params.pt`` (+ ``training.json`` from ``extra``)
         atomically: the folder appears complete or not at all."""
         folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        try:
+        with atomic_dir(folder, replace=True) as tmp:
             torch.save({k: v.cpu() for k, v in self.translators.state_dict().items()}, tmp / PARAMS_FILE)
             (tmp / CONFIG_FILE).write_text(json.dumps(asdict(self.config()), indent=2) + "\n")
             if extra is not None:
                 (tmp / TRAINING_FILE).write_text(json.dumps(extra, indent=2, default=float) + "\n")
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return folder
 
 

@@ -201,9 +201,11 @@ def test_a_missing_lens_names_the_command_and_training_caches_it(tmp_path: Path,
     lens = obtain_lens(loaded, HookBackend(loaded), corpus, recipe, train=True, root=tmp_path)
     assert lens.source["kind"] == "trained" and lens.training_record["steps"] == 3
     assert set(lens.training_record["kl_table"]) >= {"layer", "logit_kl", "tuned_kl"}
-    folder = next((tmp_path / "tiny-llama-0").iterdir())
+    folder = next(p for p in (tmp_path / "tiny-llama-0").iterdir() if not p.name.startswith("."))
     assert json.loads((folder / "config.json").read_text())["unembed_hash"] == unembed_hash(loaded)
-    assert not list((tmp_path / "tiny-llama-0").glob(".*")), "checkpoint and temporary files are removed"
+    assert [p.name for p in (tmp_path / "tiny-llama-0").glob(".*")] == [f".{folder.name}.lock"], (
+        "checkpoint and temporary files are removed (the training's lock file stays)"
+    )
     again = obtain_lens(loaded, HookBackend(loaded), corpus, recipe, root=tmp_path)  # from the cache
     assert again.identity == lens.identity
 

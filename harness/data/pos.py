@@ -43,12 +43,11 @@ import importlib
 import importlib.metadata
 import importlib.util
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.data.prose import Corpus, DataMissing
+from harness.files import write_text
 from harness.paths import depth_claims_home
 from harness.trace import TraceRequest
 
@@ -154,7 +153,6 @@ def tag_corpus(corpus: Corpus, cache_dir: Path | None = None) -> TaggedCorpus:
         for doc in nlp.pipe((p.text for p in corpus.paragraphs), batch_size=64)
     )
     tagged = TaggedCorpus(model, spacy_version, corpus.name, corpus.content_hash, words)
-    cache_dir.mkdir(parents=True, exist_ok=True)
     rec = {
         "version": POS_CACHE_VERSION,
         "tagger": model,
@@ -164,13 +162,7 @@ def tag_corpus(corpus: Corpus, cache_dir: Path | None = None) -> TaggedCorpus:
         "corpus_hash": corpus.content_hash,
         "words": [[list(w) for w in para] for para in words],
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".json", dir=cache_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(rec, f, separators=(",", ":"))
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    write_text(path, json.dumps(rec, separators=(",", ":")))
     return tagged
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.interventions.backend import Backend, ForwardRecord
+from harness.backends.base import Backend, ForwardRecord
 
 PARTS = ("attention", "mlp", "layer")
 EPS = 1e-6

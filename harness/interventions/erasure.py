@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from harness.backends.base import Backend
 from harness.interventions import reuse as reuse_rows
-from harness.interventions.backend import Backend
 from harness.interventions.skip import RECORD_BUDGET_BYTES
 
 

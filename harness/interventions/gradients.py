@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from harness.backends.base import Backend
 from harness.interventions import reuse as reuse_rows
-from harness.interventions.backend import Backend
 from harness.interventions.erasure import answer_positions
 
 STEPS = 16

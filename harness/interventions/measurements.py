@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 from functools import cached_property
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -19,10 +20,37 @@ from harness.claims.cso import REFINEMENT_REDUCTIONS, MapPrompt, Sizes
 from harness.data.math import ProblemSet, digit_sums, load_problems
 from harness.data.tokens import continuation_ids
 from harness.interventions import contributions, erasure, gradients, skip
-from harness.trace import LayerTrace, TraceRequest
+from harness.trace import LayerTrace, TraceEngine, TraceRequest
 
 if TYPE_CHECKING:
-    from harness.session import ModelSession
+    from harness.backends.base import Backend
+    from harness.cache import TraceCache
+    from harness.lenses import Lens
+    from harness.models.loading import LoadedModel
+
+
+class _Options(Protocol):
+    @property
+    def max_examples(self) -> int | None: ...
+
+    @property
+    def data_dir(self) -> Path | None: ...
+
+
+class Run(Protocol):
+    """What the measurements need of a model's run (``harness.session.ModelSession`` is one;
+    the session builds the measurements, so this module does not import it)."""
+
+    config: _Options
+    loaded: LoadedModel
+    backend: Backend
+    cache: TraceCache | None
+    engine: TraceEngine
+
+    @property
+    def name(self) -> str: ...
+
+    def lens(self, name: str) -> Lens: ...
 
 # Bump when a measurement's definition changes: part of every cache key.
 MEASURE_VERSION = 1
@@ -34,7 +62,7 @@ def _digest(obj) -> str:
 
 
 class DepthMeasurements:
-    def __init__(self, session: "ModelSession"):
+    def __init__(self, session: Run):
         self.session = session
         self.sizes = Sizes().capped(session.config.max_examples)
         self.computed = 0

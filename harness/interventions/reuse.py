@@ -20,14 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.interventions.backend import (
-    Backend,
-    ForwardRecord,
-    HookBackend,
-    _first_input,
-    _replace_output,
-    block_output,
-)
+from harness.backends.base import Backend, ForwardRecord, _first_input, _replace_output, block_output
+from harness.backends.hooks import HookBackend
 
 
 @dataclass

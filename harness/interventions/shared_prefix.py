@@ -43,12 +43,24 @@ import inspect
 from collections import OrderedDict
 from contextlib import ExitStack
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 import torch
 
 if TYPE_CHECKING:
-    from harness.interventions.backend import HookBackend
+    from harness.models.loading import LoadedModel
+
+
+class PrefixBackend(Protocol):
+    """What the shared-prefix passes need of a backend (``harness.backends.hooks.HookBackend``
+    is one; the backend imports this module, not the other way round)."""
+
+    loaded: LoadedModel
+    share_prefix: bool
+    min_shared_tokens: int | None
+    prefix_cache_bytes: int | None
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor: ...
 
 # A batch runs its shared prefix separately only when the prefix (or the part of a stored
 # prefix it reuses) has at least this many tokens, and a new or extended prefix is run only
@@ -235,7 +247,7 @@ class PrefixStore:
         self._next_key += 1
 
 
-def store_of(backend: "HookBackend") -> PrefixStore:
+def store_of(backend: "PrefixBackend") -> PrefixStore:
     store = backend.__dict__.get("_prefix_store")
     if store is None:
         store = backend.__dict__["_prefix_store"] = PrefixStore()
@@ -243,7 +255,7 @@ def store_of(backend: "HookBackend") -> PrefixStore:
     return store
 
 
-def _min_shared(backend: "HookBackend") -> int:
+def _min_shared(backend: "PrefixBackend") -> int:
     return MIN_SHARED_TOKENS if backend.min_shared_tokens is None else backend.min_shared_tokens
 
 
@@ -277,7 +289,7 @@ def _cache_kv(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 def run_segment(
-    backend: "HookBackend",
+    backend: "PrefixBackend",
     ids: torch.Tensor,
     mask: torch.Tensor,
     start: int,
@@ -355,7 +367,7 @@ def common_prefix(ids: torch.Tensor, lengths: torch.Tensor) -> int:
     return int(diff[0, 0]) if diff.numel() else limit
 
 
-def _prefix_for(backend: "HookBackend", tokens: torch.Tensor, rows: int, first_read: int) -> tuple[PrefixEntry | None, int]:
+def _prefix_for(backend: "PrefixBackend", tokens: torch.Tensor, rows: int, first_read: int) -> tuple[PrefixEntry | None, int]:
     """The prefix entry the suffix pass starts from and how many of its tokens it uses
     (the suffix pass starts there), or (None, 0) when sharing does not pay.
 
@@ -396,7 +408,7 @@ def _prefix_for(backend: "HookBackend", tokens: torch.Tensor, rows: int, first_r
     return entry, shared
 
 
-def read_rows(backend: "HookBackend", ids, mask, batch_idx, pos_idx, plain):
+def read_rows(backend: "PrefixBackend", ids, mask, batch_idx, pos_idx, plain):
     """``HookBackend.read_rows``: the shared-prefix passes when they apply and pay, else
     ``plain`` (the plain pass); counts what ran in the store's stats."""
     stats = store_of(backend).stats
@@ -411,7 +423,7 @@ def read_rows(backend: "HookBackend", ids, mask, batch_idx, pos_idx, plain):
     return plain(ids, mask, batch_idx, pos_idx)
 
 
-def read_rows_shared(backend: "HookBackend", ids, mask, batch_idx, pos_idx):
+def read_rows_shared(backend: "PrefixBackend", ids, mask, batch_idx, pos_idx):
     """``read_rows`` with the batch's shared prefix run once, or None when that does not
     apply or pay (the caller then runs the plain pass)."""
     if torch.is_grad_enabled():

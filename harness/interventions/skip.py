@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from harness.backends.base import Backend
 from harness.interventions import reuse as reuse_rows
-from harness.interventions.backend import Backend
 
 EPS = 1e-6
 # Recorded residuals of one batch may use this many bytes (sets rows per batch).

@@ -11,15 +11,13 @@ import hashlib
 import importlib.metadata
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from harness.files import atomic_dir, write_text
 from harness.models.adapters import ArchitectureAdapter, adapter_for
 from harness.models.registry import CONTROL_SEED, CONTROL_SUFFIX, ModelSpec
 from harness.paths import depth_claims_home
@@ -125,8 +123,7 @@ def converted_gguf_dir(spec: ModelSpec) -> tuple[Path, str]:
             digest = meta["sha256"]
     if digest is None:
         digest = _sha256(src)
-        root.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(index, json.dumps({"path": str(src), "size": stat.st_size, "mtime": stat.st_mtime, "sha256": digest}))
+        write_text(index, json.dumps({"path": str(src), "size": stat.st_size, "mtime": stat.st_mtime, "sha256": digest}))
     target = root / f"{spec.slug}-{digest[:16]}"
     if (target / "converted.json").is_file():
         return target, digest
@@ -140,27 +137,11 @@ def converted_gguf_dir(spec: ModelSpec) -> tuple[Path, str]:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.hf_quantizer = None
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
-    try:
+    with atomic_dir(target) as tmp:  # when another process finished first, theirs (identical) is kept
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / "converted.json").write_text(json.dumps({"source": str(src), "sha256": digest}))
-        try:
-            os.rename(tmp, target)
-        except OSError:  # another process finished first: theirs is identical
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target, digest
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _check_architecture(source: str, revision: str | None) -> None:

@@ -1,21 +1,18 @@
 """Writing a claim's CSV, figure and claims.json record, atomically.
 
-Every file is written to a temporary name in its folder and renamed into place, so a
-crash never leaves half a CSV, figure or claims.json behind; claims.json is updated
-under a lock so two pytest processes reporting on the same model do not lose records.
+Every file is written through :mod:`harness.files` (a temporary name in its folder,
+renamed into place), so a crash never leaves half a CSV, figure or claims.json behind;
+claims.json is updated under :func:`harness.files.file_lock` so two pytest processes
+reporting on the same model do not lose records.
 Each record gets the run time in its provenance and is validated against the schema
 (:mod:`harness.report.schema`) before it is written: an invalid record is refused.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
-import tempfile
 import time
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -23,20 +20,9 @@ from pathlib import Path
 import pandas as pd
 
 from harness.claims.base import ClaimResult
+# atomic_path is imported from here too (harness/report/html.py, claims/test_tuned_lens.py)
+from harness.files import atomic_path, file_lock, write_text
 from harness.report.schema import strict_json, validate_record
-
-
-@contextmanager
-def atomic_path(path: Path):
-    """Yield a temporary path next to ``path``; move it into place if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 class ReportWriter:
@@ -77,16 +63,13 @@ class ReportWriter:
         run_time = {k: v for k, v in self.run_time().items() if k not in provenance}
         entry = {**result.record(), "provenance": {**provenance, **run_time}}
         validate_record(entry)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / ".claims.json.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with file_lock(path):
             records = json.loads(path.read_text()) if path.is_file() else []
             same = (entry["claim"], entry["lens"], entry["dataset"])
             records = [r for r in records if (r["claim"], r["lens"], r["dataset"]) != same]
             records.append(entry)
             records.sort(key=lambda r: (r["claim"], r["lens"], r["dataset"]))
-            with atomic_path(path) as tmp:
-                tmp.write_text(strict_json(records, indent=2) + "\n")
+            write_text(path, strict_json(records, indent=2) + "\n")
         return path
 
     def publish(self, result: ClaimResult, table: pd.DataFrame, figure: partial, provenance: dict) -> dict[str, Path]:

@@ -75,6 +75,7 @@ import pandas as pd
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
 from harness.claims.base import CLAIMS, Claim, ClaimResult, Tolerance
+from harness.files import write_text
 
 if TYPE_CHECKING:
     from syrupy.types import (
@@ -561,10 +562,7 @@ class ModelSnapshots:
 
     @staticmethod
     def _write(path: Path, value: Mapping) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(dumps(value), encoding="utf-8")
-        tmp.replace(path)
+        write_text(path, dumps(value))
 
 
 def _lens_hashes(value: Mapping) -> tuple[str, ...]:
