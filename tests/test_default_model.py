@@ -61,7 +61,7 @@ def test_default_model_shape_and_lens_at_L(default):
 def test_engine_on_the_default_model(default):
     ids = default.tokenizer(["The Eiffel Tower is in", "Water is made of hydrogen and"]).input_ids
     trace = TraceEngine(default, progress=False).trace(TraceRequest.build("t", ids, "last"), LogitLens(default), ReductionSpec())
-    assert trace.top1.shape == (31, 2) and (trace.final_rank[-1] == 1).all()
+    assert trace.top1.shape == (default.n_layers + 1, len(ids)) and (trace.final_rank[-1] == 1).all()
     assert (trace.final_rank >= 1).all() and (trace.final_rank <= default.vocab_size).all()
 
 

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.stats import bootstrap_mean, estimate, verdict
+from harness.stats import N_BOOT, bootstrap_mean, estimate, verdict
 
 
 def test_interval_covers_the_mean_and_shrinks_with_n():
@@ -37,9 +37,17 @@ def test_columns_get_their_own_intervals_and_nans_are_left_out():
     assert lo[0] == hi[0] == 1.0 and 2.0 <= lo[1] <= hi[1] <= 4.0
 
 
-def test_seeded():
+def test_the_interval_depends_on_its_seed_and_nothing_else():
     v = np.random.default_rng(0).normal(size=100)
-    assert bootstrap_mean(v) == bootstrap_mean(v)
+    first = bootstrap_mean(v, seed=7)
+    np.random.seed(123)  # the global random state must not matter
+    np.random.normal(size=1000)
+    assert bootstrap_mean(v, seed=7) == first
+    assert bootstrap_mean(v, seed=8)[1:] != first[1:]  # the seed is used: another one moves the interval
+    # the interval is the percentile interval of means of seeded resamples (the definition)
+    weights = np.random.default_rng(7).multinomial(100, np.full(100, 0.01), size=N_BOOT)
+    low, high = np.percentile(weights @ v / 100, [2.5, 97.5])
+    assert np.isclose(first[1], low) and np.isclose(first[2], high)
 
 
 @given(st.floats(-5, 5), st.floats(0, 3), st.floats(-5, 5))
