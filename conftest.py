@@ -75,6 +75,11 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"--data-dir {data_dir} is not a folder; point it at a copy of ../shared/data.")
     if config.getoption("--remote") and config.getoption("--backend") != "nnsight":
         raise pytest.UsageError("--remote runs through nnsight on NDIF: add --backend nnsight.")
+    if config.getoption("--remote") and not config.getoption("--no-control"):
+        raise pytest.UsageError(
+            "--remote runs the hub's trained weights on NDIF, so the untrained control cannot run there: "
+            "add --no-control (or run the control locally on a machine that can hold the model)."
+        )
     no_cache = config.getoption("--no-trace-cache")
     config.stash[RUN_CONFIG] = RunConfig(
         models=models,

@@ -169,6 +169,10 @@ def test_api_key_from_env(monkeypatch):
     # A model NDIF cannot know (local folder, GGUF) is refused up front.
     with pytest.raises(ValueError, match="hub"):
         NNsightBackend(_loaded("llama"), remote=True)
+    # An untrained control would run the hub's trained weights there: refused.
+    control = ModelSpec(name="llama-tiny+untrained", source="hub", repo_id="org/llama-tiny", control="untrained")
+    with pytest.raises(ValueError, match="untrained control"):
+        NNsightBackend(_loaded("llama", control), remote=True)
 
 
 def test_wrapping_leaves_a_real_tokenizer_as_it_was():

@@ -192,6 +192,11 @@ class NNsightBackend(Backend):
                     f"remote=True runs a model NDIF hosts, named by its hub id; {loaded.spec.name!r} is a "
                     f"{loaded.spec.source} model. Use a hub model (e.g. llama-3.1-70b) or run locally."
                 )
+            if loaded.spec.control is not None:
+                raise ValueError(
+                    f"{loaded.spec.name!r} is an untrained control: NDIF hosts only the trained weights of "
+                    f"{loaded.spec.repo_id}. Run the control locally, or pass --no-control."
+                )
             from nnsight.schema.config import CONFIG
 
             CONFIG.API.APIKEY = key  # what nnsight's RemoteBackend sends
