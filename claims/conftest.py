@@ -47,19 +47,16 @@ def publish(model_session, claim_results, claim_snapshot):  # noqa: F811  (the i
         provenance = model_session.provenance(None if lenses else model_session.lens_of_label(result.lens), trace, data, lenses)
         if not lenses:
             result = replace(result, fidelity=model_session.lens_fidelity(result, trace))
-        if model_session.loaded.spec.control is not None:
-            # the untrained control: measured and reported beside the model's result, not judged
-            paths = model_session.writer.publish(result, table, figure, provenance)
-            claim_results.append((result, paths))
-            claim_snapshot(result, table, provenance)  # its numbers are guarded like the model's
-            return
-        if model_session.config.control:
+        is_control = model_session.loaded.spec.control is not None
+        if model_session.config.control and not is_control:
             result = replace(result, control=_control_of(result, claim_results))
         paths = model_session.writer.publish(result, table, figure, provenance)
         claim_results.append((result, paths))
         claim_snapshot(result, table, provenance)  # fails on a number that moved beyond its tolerance
-        if result.claim.threshold is None:
-            return  # a curve the paper states no claim about: reported, not judged
+        if is_control or result.claim.threshold is None:
+            # the untrained control is reported beside the model's result, not judged; a curve
+            # the paper states no claim about is reported only
+            return
         where = (result.claim.id, result.model, result.lens, result.dataset)
         expected = expectation(EXPECTED_NOT_REPLICATED, *where)
         not_specific = expectation(EXPECTED_NOT_SPECIFIC, *where)

@@ -86,13 +86,11 @@ def test_control_names():
 def _result(verdict_low: float, control_low: float | None) -> ClaimResult:
     from harness.claims.gtr import GTR_1
 
-    est = Estimate(verdict_low + 0.05, verdict_low, verdict_low + 0.1, 100, 100)
+    interval = lambda low: Estimate(low + 0.05, low, low + 0.1, 100, 100)  # noqa: E731
     control = None
-    if control_low is not None:
-        control = ControlOutcome("m+untrained", Estimate(control_low + 0.05, control_low, control_low + 0.1, 100, 100), None)
-        probe = ClaimResult(GTR_1, "m+untrained", "logit", "d", control.estimate)
-        control = ControlOutcome.of(probe)
-    return ClaimResult(GTR_1, "m", "logit", "d", est, control=control)
+    if control_low is not None:  # the control's own result, judged like any other
+        control = ControlOutcome.of(ClaimResult(GTR_1, "m+untrained", "logit", "d", interval(control_low)))
+    return ClaimResult(GTR_1, "m", "logit", "d", interval(verdict_low), control=control)
 
 
 def test_a_claim_that_replicates_on_the_control_too_is_not_specific():

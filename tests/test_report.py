@@ -513,16 +513,17 @@ def test_leave_one_layer_out_names_the_layers_a_verdict_hinges_on():
     values = {l: rng.normal(0.05, 0.01, 200) for l in (1, 2, 3, 4)}
     values[1] = rng.normal(0.95, 0.01, 200)
     mean_of = lambda kept: bootstrap_estimate(np.mean([values[l] for l in kept], axis=0))
-    rob = leave_layers_out(GTR_1, [1, 2, 3, 4], mean_of)
+    rob = leave_layers_out(GTR_1, [1, 2, 3, 4], mean_of, mean_of([1, 2, 3, 4]))
     assert rob.verdict == "replicated"  # mean 0.275 > 0.2
     assert [d.left_out for d in rob.drops] == [(1,), (2,), (3,), (4,), (1, 2)]
     assert rob.hinges_on == ((1,), (1, 2)) and rob.label == "hinges on layer 1, layers 1+2"
     assert abs(rob.drops[0].estimate.value - 0.05) < 0.01 and rob.drops[0].verdict == "contradicted"
     rec = rob.record()
     assert rec["hinges_on"] == [[1], [1, 2]] and rec["drops"][1]["verdict"] == "replicated"
-    even = leave_layers_out(GTR_1, [1, 2, 3], lambda kept: bootstrap_estimate(np.full(50, 0.5) + 0 * len(kept)))
+    flat = lambda kept: bootstrap_estimate(np.full(50, 0.5))  # noqa: E731  (the same whatever is left out)
+    even = leave_layers_out(GTR_1, [1, 2, 3], flat, flat([1, 2, 3]))
     assert even.label == "robust" and even.hinges_on == ()
-    assert leave_layers_out(GTR_1, [1], mean_of) is None  # one layer: nothing to leave out
+    assert leave_layers_out(GTR_1, [1], mean_of, mean_of([1])) is None  # one layer: nothing to leave out
     result = ClaimResult(GTR_1, "m", "logit", "d", mean_of([1, 2, 3, 4]), robustness=rob)
     assert "leave-one-layer-out: hinges on layer 1" in result.summary()
     assert result.record()["robustness"]["label"] == "hinges on layer 1, layers 1+2"

@@ -233,12 +233,12 @@ class Robustness:
 
 
 def leave_layers_out(
-    claim: Claim, layers: Sequence[int], statistic: Callable[[list[int]], Estimate]
+    claim: Claim, layers: Sequence[int], statistic: Callable[[list[int]], Estimate], full: Estimate
 ) -> Robustness | None:
     """Recompute ``statistic(kept_layers)`` (from stored per-layer numbers: no forward
     pass) with each layer of ``layers`` left out, and with the first two left out together,
-    and judge each like the claim's statistic. None when it reads a single layer (a small
-    model's early quarter): nothing can be left out."""
+    and judge each like ``full`` (the statistic over all of ``layers``). None when it reads
+    a single layer (a small model's early quarter): nothing can be left out."""
     layers = [int(l) for l in layers]
     if len(layers) < 2:
         return None
@@ -247,7 +247,7 @@ def leave_layers_out(
     for left_out in sets:
         est = statistic([l for l in layers if l not in left_out])
         drops.append(LayerDrop(left_out, est, claim.judge(est)))
-    return Robustness(tuple(layers), claim.judge(statistic(layers)), tuple(drops))
+    return Robustness(tuple(layers), claim.judge(full), tuple(drops))
 
 
 @dataclass(frozen=True)

@@ -246,7 +246,7 @@ def cso1_second_half_contributes_less(
     details = {f"{p}_ratio": {"value": e.value, "ci_low": e.ci_low, "ci_high": e.ci_high} for p, e in ratios.items()}
     details["n_layers"] = relative["layer"].shape[1]
     layers = relative["layer"]
-    robust = leave_layers_out(CSO_1, range(layers.shape[1]), lambda kept: halves_ratio(layers, kept))
+    robust = leave_layers_out(CSO_1, range(layers.shape[1]), lambda kept: halves_ratio(layers, kept), ratios["layer"])
     paper = (PaperComparison("second-half / first-half mean relative contribution", "about 0.5", "Llama-3.1-70B", ratios["layer"].value),)
     return ClaimResult(CSO_1, model, "none", dataset, ratios["layer"], details, robustness=robust, paper=paper), table
 
@@ -289,7 +289,7 @@ def cso3_skip_effects(
         return ratio_estimate(effect[:, later].mean(1), effect[:, early].mean(1))
 
     main = future_ratio(list(range(n_layers)))
-    robust = leave_layers_out(CSO_3, np.concatenate([first, with_later]), future_ratio)
+    robust = leave_layers_out(CSO_3, np.concatenate([first, with_later]), future_ratio, main)
     output = estimate(all_output[:, second].mean(1))
     check = SubCheck(
         "second_half_output_change",

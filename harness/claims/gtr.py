@@ -221,7 +221,7 @@ def gtr1_early_frequent_guesses(
     )
     result = ClaimResult(
         claim=GTR_1, model=model, lens=lens, dataset=dataset, estimate=est, details=details,
-        robustness=leave_layers_out(GTR_1, early, gap), paper=paper,
+        robustness=leave_layers_out(GTR_1, early, gap, est), paper=paper,
     )
     return result, pd.DataFrame(rows)
 
@@ -279,7 +279,7 @@ def gtr2_early_guesses_get_refined(
     )
     result = ClaimResult(
         claim=GTR_2, model=model, lens=lens, dataset=dataset, estimate=est, details=details, subchecks=(check,),
-        robustness=leave_layers_out(GTR_2, early, flip_rate), paper=paper,
+        robustness=leave_layers_out(GTR_2, early, flip_rate, est), paper=paper,
     )
     return result, pd.DataFrame(rows)
 

@@ -101,7 +101,7 @@ def gtr6_logit_lens_underrates_frequent(
         "final_top10_mass": float(mass["logit"][-1].mean()),
         "frequency": freq.provenance,
     }
-    robust = leave_layers_out(GTR_6, early, difference)
+    robust = leave_layers_out(GTR_6, early, difference, est)
     return ClaimResult(GTR_6, model, lens, dataset, est, details, robustness=robust), pd.DataFrame(rows)
 
 
@@ -139,5 +139,5 @@ def gtr7_frequent_guesses_not_probe_artefact(
         "loss_weights": DOWNWEIGHT_FREQUENT,
         "frequency": freq.provenance,
     }
-    robust = leave_layers_out(GTR_7, early, difference)
+    robust = leave_layers_out(GTR_7, early, difference, est)
     return ClaimResult(GTR_7, model, lens, dataset, est, details, robustness=robust), pd.DataFrame(rows)

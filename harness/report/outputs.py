@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.claims.base import ClaimResult
+from harness.claims.base import NOT_SPECIFIC, NOT_SPECIFIC_TEXT, ClaimResult
 # atomic_path is imported from here too (harness/report/html.py, claims/test_tuned_lens.py)
 from harness.files import atomic_path, file_lock, write_text
 from harness.report.schema import strict_json, validate_record
@@ -99,8 +99,6 @@ def _figure_code_digest() -> str:
 def footnote(result: ClaimResult) -> tuple[str, bool]:
     """The figure's footnote: leave-one-layer-out and the untrained control, and whether
     it is a warning (the verdict hinges on layers, or the claim is not specific)."""
-    from harness.claims.base import NOT_SPECIFIC, NOT_SPECIFIC_TEXT
-
     parts, warn = [], False
     rob = result.robustness
     if rob is not None:
@@ -133,7 +131,7 @@ def _input_text(value) -> str:
     if isinstance(value, partial):
         return figure_digest(value)
     if isinstance(value, ClaimResult):
-        return json.dumps(value.record(), sort_keys=True, default=float)
+        return strict_json(value.record(), sort_keys=True)
     if isinstance(value, (str, int, float, bool, type(None), list, tuple, dict)):
         return json.dumps(value, sort_keys=True, default=float)
     raise TypeError(f"Cannot digest a figure argument of type {type(value).__name__}; pass tables, results or plain values.")
