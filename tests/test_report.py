@@ -17,15 +17,26 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.claims.base import Claim, ClaimResult, SubCheck
+from harness.claims.base import NOT_SPECIFIC, NOT_SPECIFIC_TEXT, Claim, ClaimResult, SubCheck
 from harness.cli import main as cli_main
 from harness.paths import REPO_ROOT
 from harness.report.html import (
+    LABEL_COLOURS,
+    REPORTED,
+    VERDICT_COLOURS,
     NoResults,
+    badge_class,
     build_index,
     build_model_report,
     build_reports,
+    counts,
+    fmt,
+    fmt_threshold,
+    needs,
+    problem_kinds,
+    provenance_value,
     reading,
+    templates,
 )
 from harness.report.outputs import ReportWriter, figure_digest, write_figure_once
 from harness.report.schema import (
@@ -37,9 +48,9 @@ from harness.report.schema import (
     validate_claims,
     validate_record,
 )
-from harness.stats import Estimate
+from harness.stats import Estimate, Verdict
 from harness.stats import estimate as bootstrap_estimate
-from tests.report_data import make_report_folder, provenance, records, tiny_png
+from tests.report_data import make_full_report, make_report_folder, provenance, records, tiny_png
 
 REAL_CLAIMS = sorted((REPO_ROOT / "reports").glob("*/claims.json"))
 RUN_TIME_FIELDS = ("finished_at", "run_seconds")
@@ -135,16 +146,69 @@ def test_a_file_with_a_repeated_record_fails():
     assert claims_errors({"claim": "GTR-1"}) == ["claims.json must hold a JSON array of records, not dict"]
 
 
+def _schema_problems(path: Path) -> list[str]:
+    """Schema problems of a claims.json, except the run time that records written before
+    it was added to the provenance lack."""
+    return [
+        p for p in claims_errors(json.loads(path.read_text()))
+        if not any(f"'{f}' is a required property" in p for f in RUN_TIME_FIELDS)
+    ]
+
+
 @pytest.mark.skipif(not REAL_CLAIMS, reason="no reports/<model>/claims.json in this checkout (run pytest claims/)")
 @pytest.mark.parametrize("path", REAL_CLAIMS, ids=lambda p: p.parent.name)
 def test_the_real_claims_json_matches_the_schema(path):
     """Records from a run validate; records written before the run time was added to
     the provenance may lack only that."""
-    problems = [
-        p for p in claims_errors(json.loads(path.read_text()))
-        if not any(f"'{f}' is a required property" in p for f in RUN_TIME_FIELDS)
-    ]
-    assert problems == []
+    assert _schema_problems(path) == []
+
+
+def test_a_generated_claims_json_matches_the_schema(tmp_path):
+    """The same check on a claims.json the writer produces here (runs on a clean checkout),
+    with every optional part a run records: control, leave-one-layer-out, lens fidelity,
+    the paper's numbers, a statistic without data."""
+    path = _written_claims(tmp_path / "tiny-model")
+    recs = json.loads(path.read_text())
+    assert [r["label"] for r in recs] == ["not specific", "inconclusive"]
+    gtr1 = recs[0]
+    assert gtr1["control"]["verdict"] == "replicated" and gtr1["robustness"]["hinges_on"] == [[1], [1, 2]]
+    assert gtr1["lens_fidelity"]["unreliable"] and gtr1["paper_comparison"][0]["paper"] == "> 0.75"
+    assert _schema_problems(path) == []
+    broken = copy.deepcopy(recs)
+    broken[0]["control"]["n"] = -1  # the check can fail
+    path.write_text(json.dumps(broken))
+    (problem,) = _schema_problems(path)
+    assert problem.startswith("record 0 (GTR-1/logit/prose-embedded) at control") and "-1 is less than the minimum of 0" in problem
+
+
+def _written_claims(folder: Path) -> Path:
+    """``folder/claims.json`` as ReportWriter writes it for GTR-1 with an untrained control
+    that replicates too, a verdict that hinges on layer 1, an unreliable lens and the
+    paper's number; and for GTR-2 on data that gave no measurement."""
+    from harness.claims.base import CLAIMS, ControlOutcome, PaperComparison, leave_layers_out
+    from harness.fidelity import lens_fidelity
+
+    gtr1, gtr2 = CLAIMS["GTR-1"], CLAIMS["GTR-2"]
+    rng = np.random.default_rng(0)
+    values = {l: rng.normal(0.05, 0.01, 200) for l in (1, 2, 3, 4)}
+    values[1] = rng.normal(0.95, 0.01, 200)
+    mean_of = lambda kept: bootstrap_estimate(np.mean([values[l] for l in kept], axis=0))  # noqa: E731
+    full = mean_of([1, 2, 3, 4])
+    kl = np.array([9.0, 8.0, 7.0, 6.0, 5.0, 0.0])
+    result = ClaimResult(
+        gtr1, "tiny-model", "logit", "prose-embedded", full,
+        control=ControlOutcome("tiny-model+untrained", full, "replicated"),
+        robustness=leave_layers_out(gtr1, [1, 2, 3, 4], mean_of, full),
+        fidelity=lens_fidelity("logit", [1, 2, 3, 4], kl, 4096, reference=kl / 4),
+        paper=(PaperComparison("Top-10 share gap", "> 0.75", "Pythia-6.9B, tuned lens", 0.27),),
+    )
+    nan = float("nan")
+    empty = ClaimResult(gtr2, "tiny-model", "logit", "prose-embedded", Estimate(nan, nan, nan, 0, 0))
+    writer = ReportWriter(folder)
+    prov = {k: v for k, v in provenance(lens={"lens": "logit"}).items() if k not in RUN_TIME_FIELDS + ("run_started_at",)}
+    for r in (result, empty):
+        writer.record(r, prov)
+    return folder / "claims.json"
 
 
 # ----------------------------------------------------------------------- writing
@@ -244,12 +308,15 @@ def test_the_writer_refuses_an_invalid_record(tmp_path):
 
 
 class _Page(HTMLParser):
-    """Collects what the tests look at: verdict rows, images, links, text."""
+    """Collects what the tests look at: verdict rows, images, links, text, and the cells of
+    each table (by its id, or else its class)."""
 
     def __init__(self, text: str):
         super().__init__()
         self.rows, self.images, self.links, self.ids, self.tags, self.data = [], [], [], [], [], []
+        self.tables: dict[str, list[list[str]]] = {}
         self._table = None
+        self._cell: list[str] | None = None
         self.feed(text)
 
     def handle_starttag(self, tag, attrs):
@@ -258,20 +325,32 @@ class _Page(HTMLParser):
         if "id" in a:
             self.ids.append(a["id"])
         if tag == "table":
-            self._table = a.get("id")
+            self._table = a.get("id") or a.get("class")
+            self.tables.setdefault(self._table, [])
         if tag == "tr" and self._table == "verdict-table" and "verdict-row" in (a.get("class") or ""):
             self.rows.append(a.get("data-claim"))
+        if tag == "tr" and self._table is not None:
+            self.tables[self._table].append([])
+        if tag in ("td", "th") and self._table is not None:
+            self._cell = []
+        if tag == "br" and self._cell is not None:
+            self._cell.append(" ")
         if tag == "img":
             self.images.append(a["src"])
         if tag == "a":
             self.links.append(a.get("href"))
 
     def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[self._table][-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
         if tag == "table":
             self._table = None
 
     def handle_data(self, data):
         self.data.append(data)
+        if self._cell is not None:
+            self._cell.append(data)
 
     @property
     def text(self) -> str:
@@ -318,7 +397,8 @@ def test_all_text_is_escaped(tmp_path):
     folder = make_report_folder(tmp_path, "evil-model", recs)
     text = build_model_report(folder).read_text()
     assert "<script>" not in text and "<b>model" not in text
-    assert "&lt;script&gt;alert(" in text and "evil&lt;b&gt;model" in text and "a &lt; b &amp; &quot;c&quot;" in text
+    assert "&lt;script&gt;alert(" in text and "evil&lt;b&gt;model" in text and "a &lt; b &amp; &#34;c&#34;" in text
+    assert 'a < b & "c"' in _Page(text).text  # escaped, not mangled
     assert 'src="ZZZ-9_logit_odd%3Cdata%3E.png"' in text  # file names are percent-encoded in links
 
 
@@ -335,6 +415,19 @@ def test_an_invalid_claims_json_is_flagged_on_the_page(tmp_path):
     page = _Page(build_model_report(make_report_folder(tmp_path, recs=recs)).read_text())
     assert "schema-problems" in page.ids
     assert "at provenance: 'finished_at' is a required property (4 of 4 records)" in page.text
+
+
+def test_many_kinds_of_schema_problem_are_listed_ten_then_counted(tmp_path):
+    recs = []
+    for i, case in enumerate(sorted(BROKEN)):
+        record = copy.deepcopy(records()[0])
+        BROKEN[case][0](record)
+        recs.append({**record, "dataset": f"data-{i}"})
+    kinds = problem_kinds(claims_errors(recs))
+    assert len(kinds) > 10
+    page = _Page(build_model_report(make_report_folder(tmp_path, recs=recs)).read_text())
+    listed = re.findall(r"\((\d+) of \d+ records\)", page.text)
+    assert len(listed) == 10 and f"… and {len(kinds) - 10} more kinds of problem" in page.text
 
 
 def test_readings_say_what_the_numbers_mean():
@@ -544,3 +637,128 @@ def test_the_index_flags_data_sets_that_disagree(tmp_path):
     assert agreement[("GTR-5", "tuned")]["agree"] is True
     page = build_index(tmp_path).read_text()
     assert 'id="agreement-table"' in page and page.count("data sets disagree") == 1
+
+
+# ----------------------------------------------------------------------- a full report, generated here
+
+
+@pytest.fixture
+def full_report(tmp_path) -> Path:
+    """Two models' pages and the index, from hand-made records with every optional part
+    (tests/report_data.py), so that these tests run on a clean checkout."""
+    return make_full_report(tmp_path)
+
+
+def test_the_verdict_table_shows_control_robustness_and_lens_fidelity(full_report):
+    page = _Page((full_report / "model-a" / "index.html").read_text())
+    header, gtr1, gtr5, cso2, unknown, old = page.tables["verdict-table"]
+    assert header == ["Claim", "Lens · data", "The claim", "The paper's number", "Ours (95% interval)", "Needs", "n",
+                      "Verdict", "Untrained control", "Leave one layer out", "Lens fidelity at the layers read"]
+    assert gtr1[:2] + gtr1[4:] == [
+        "GTR-1", "logit lens · prose-embedded", "0.348 (0.304 to 0.392)", "> 0.2", "534", "not specific",
+        "replicated 0.300 (0.250 to 0.350) n=534", "hinges on layer 1, layers 1+2",
+        "unreliable: KL above 2 nats KL 2.438 nats at layers 1-4 (tuned lens: 0.812)",
+    ]
+    assert gtr5[7:] == [
+        "contradicted", "inconclusive 0.500 (0.450 to 0.550) n=472", "robust (5 drops)",
+        "faithful enough; not converged (KL fell 12.0% over the last half of training) "
+        "KL 2.438 nats at layers 1-4; trained on 1,250,000 tokens",
+    ]
+    assert cso2[5:] == ["no claim (reported)", "16", "reported", "not run", "not a mean over layers", "no lens"]
+    assert unknown[2:4] == ["(this claim id is not in this version's registry)", "–"]
+    assert old[4:8] == ["– (– to –)", "> 0.2", "0", "inconclusive"]
+
+
+def test_each_claim_section_shows_what_its_record_holds(full_report):
+    text = (full_report / "model-a" / "index.html").read_text()
+    page = _Page(text)
+    assert page.tables["paper-comparison"] == [
+        ["Quantity", "The paper", "Ours"], ["flip rate, early layers", "> 0.75 (Llama-2 7B, logit lens)", "0.348"],
+    ]
+    assert f"{NOT_SPECIFIC_TEXT[0].upper()}{NOT_SPECIFIC_TEXT[1:]}: on the untrained control (model-a+untrained) the claim replicates" in page.text
+    assert f'title="{NOT_SPECIFIC_TEXT}"' in text
+    assert "Too little data: statistic could not be computed (n=0, needs 1)." in page.text
+    assert "Version recorded with claim version 1; the current definition is version 2" in page.text
+    assert "0 of 1 further condition of the claim hold. Not held: share in the last third minus the first" in page.text
+    # the tuned lens's quality and convergence, each figure with its CSV
+    assert {"lens-quality", "lens-convergence"} <= set(page.ids)
+    for prefix in ("tuned-lens-quality_", "tuned-lens-convergence_"):
+        assert f"{prefix}tuned_prose-embedded.png" in page.images and f"{prefix}tuned_prose-embedded.csv" in page.links
+    assert text.index('id="verdict-table"') < text.index('id="lens-quality"') < text.index('id="provenance"')
+
+
+def test_the_index_shows_every_model_and_the_agreement_across_data_sets(full_report):
+    page = _Page((full_report / "index.html").read_text())
+    header, *rows = page.tables["model-table"]
+    assert header == ["Claim", "Lens · data", "model-a 1 replicated, 1 contradicted, 2 inconclusive, 1 reported",
+                      "model-b 1 replicated, 2 contradicted"]
+    assert [r[:2] for r in rows][:3] == [["CSO-2", "embedded-arithmetic"], ["GTR-1", "logit lens · prose-embedded"],
+                                         ["GTR-1", "logit lens · prose-wikipedia"]]
+    assert rows[1][2:] == ["not specific 0.348 (0.304 to 0.392) n=534", "replicated 0.348 (0.304 to 0.392) n=534"]
+    assert page.tables["agreement-table"] == [
+        ["Claim", "Lens", "model-a", "model-b"],
+        ["CSO-2", "none", "embedded-arithmetic: reported", "–"],
+        ["GTR-1", "logit", "prose-embedded: not specific",
+         "prose-embedded: replicated prose-wikipedia: contradicted data sets disagree"],
+        ["GTR-2v2", "logit", "prose-embedded: inconclusive", "–"],
+        ["GTR-5", "tuned", "choices-embedded: contradicted", "choices-embedded: contradicted"],
+        ["ZZZ-9", "logit", "odd<data>: inconclusive", "–"],
+    ]
+    assert "ZZZ-9 not in this version of the registry" in page.text
+
+
+def test_a_page_from_the_writers_claims_json_shows_its_control_and_lens(tmp_path):
+    folder = _written_claims(tmp_path / "tiny-model").parent
+    page = _Page(build_reports(tmp_path)[0].read_text())
+    header, gtr1, gtr2 = page.tables["verdict-table"]
+    assert gtr1[7] == NOT_SPECIFIC and gtr1[8].startswith("replicated ") and gtr1[9] == "hinges on layer 1, layers 1+2"
+    assert gtr1[10].startswith("unreliable: held-out KL 6.50 nats is 4.0x the tuned lens's 1.62")
+    assert gtr2[4] == "– (– to –)" and gtr2[7] == "inconclusive"
+    assert (folder / "index.html").is_file() and (tmp_path / "index.html").is_file()
+
+
+# ----------------------------------------------------------------------- formatting
+
+
+def test_every_label_has_one_colour_and_a_style():
+    from typing import get_args
+
+    assert set(VERDICT_COLOURS) == set(get_args(Verdict))
+    assert list(LABEL_COLOURS) == [*get_args(Verdict), REPORTED, NOT_SPECIFIC]
+    assert [badge_class(v) for v in (None, "replicated", NOT_SPECIFIC, "maybe")] == ["reported", "replicated", "not-specific", "reported"]
+    css = templates().get_template("base.html").render()
+    for word, colour in LABEL_COLOURS.items():
+        assert f".{badge_class(word)} {{ background: {colour}; }}" in css
+
+
+def test_numbers_and_values_read_as_text():
+    assert [fmt(x) for x in (None, math.nan, 3, 2.0, 0.3481, 12.345, 1234.5, 0.0001234, True)] == [
+        "–", "n/a", "3", "2", "0.348", "12.3", "1.23e+03", "0.000123", "True",
+    ]
+    assert fmt_threshold(0.2) == "0.2" and fmt_threshold(None) == "–"
+    assert needs({"threshold": 0.25, "direction": "below"}) == "< 0.25" and needs({"threshold": None}) == "no claim (reported)"
+    verdicts = ["inconclusive", None, "replicated", "inconclusive"]
+    assert counts([{"verdict": v} for v in verdicts]) == "1 replicated, 2 inconclusive, 1 reported"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    assert provenance_value(commit, "git_commit") == ("0123456789ab", commit)
+    assert provenance_value(commit, "data_hash") == (commit, None)
+    assert provenance_value({"lens": "logit"}) == ("logit", None)
+    assert provenance_value({"lens": "tuned", "alignment": None}) == ("lens: tuned, alignment: –", None)
+    assert provenance_value([1, "x"]) == ('[1, "x"]', None) and provenance_value(7.25) == ("7.250", None)
+    assert provenance_value(None) == ("–", None)
+    problems = ["record 0 (A/b/c) at n: -1 is bad", "record 3 (D/e/f) at n: -1 is bad", "claims.json is empty"]
+    assert problem_kinds(problems) == [("at n: -1 is bad", 2), ("claims.json is empty", 1)]
+
+
+def test_the_templates_ship_with_the_package():
+    import fnmatch
+
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+    patterns = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["harness.report"]
+    package = REPO_ROOT / "harness" / "report"
+    files = sorted(p.relative_to(package).as_posix() for p in (package / "templates").iterdir() if p.is_file())
+    assert files, "harness/report/templates/ is empty"
+    assert [f for f in files if not any(fnmatch.fnmatch(f, p) for p in patterns)] == [], (
+        "every template must be listed in pyproject.toml's [tool.setuptools.package-data]"
+    )
+    assert sorted(templates().list_templates()) == sorted(Path(f).name for f in files)

@@ -13,7 +13,7 @@ import pytest
 from harness.paths import REPO_ROOT
 from harness.report.html import build_reports
 from tests.browser import Chromium, find_chromium
-from tests.report_data import make_report_folder, records
+from tests.report_data import make_full_report, make_report_folder, records
 
 pytest.importorskip("websocket", reason="websocket-client drives Chromium (pip install websocket-client)")
 
@@ -66,6 +66,18 @@ def test_a_missing_figure_would_be_caught(browser, tmp_path):
     page = browser.open(folder / "index.html")
     assert [img["src"] for img in page.value["images"] if img["width"] == 0] == ["GTR-1_logit_prose-embedded.png"]
     assert any("ERR_FILE_NOT_FOUND" in e for e in page.errors)
+
+
+def test_a_full_generated_report_opens_in_chromium(browser, tmp_path):
+    """Every page of a report with every section (control, leave-one-layer-out, lens
+    fidelity, the paper's numbers, the tuned lens's quality, two models, data sets that
+    disagree), generated here from hand-made records: runs on a clean checkout."""
+    make_full_report(tmp_path)
+    for folder in (tmp_path / "model-a", tmp_path / "model-b"):
+        page = _check_model_page(browser, folder, len(json.loads((folder / "claims.json").read_text())))
+        assert page.value["scripts"] == 0
+    index = browser.open(tmp_path / "index.html")
+    assert index.errors == [] and index.value["claimRows"] == 6 and index.value["modelColumns"] == 2 + 2
 
 
 @pytest.mark.skipif(not REAL_REPORTS, reason="no reports/<model>/claims.json in this checkout (run pytest claims/ first)")

@@ -6,15 +6,18 @@ starts with a verdict table (one row per claim record), then gives each claim's 
 with a short reading of it in plain English and a link to its CSV, then the provenance.
 The index compares every model folder that holds a claims.json.
 
-Pages are self-contained: inline CSS, no scripts, no network; figures are the PNGs
-beside the page, linked by relative paths. Every piece of text is HTML-escaped. Files
-are written atomically.
+The pages' structure lives in jinja2 templates (``harness/report/templates/``: ``base.html``
+the frame and style, ``cells.html`` the pieces both pages share, ``model.html`` and
+``index.html``); this module reads the files and turns numbers and records into text
+with small pure functions (:func:`fmt`, :func:`reading`, ...), which the templates use as
+filters. Autoescape is on: every piece of text is HTML-escaped. Pages are self-contained
+(inline CSS, no scripts, no network); figures are the PNGs beside the page, linked by
+relative paths. Files are written atomically.
 """
 
 from __future__ import annotations
 
 import functools
-import html
 import importlib
 import json
 import logging
@@ -25,55 +28,40 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote
 
+import jinja2
+
 from harness.claims.base import NOT_SPECIFIC, NOT_SPECIFIC_TEXT
-from harness.report.outputs import atomic_path
+from harness.files import write_text
 from harness.report.schema import claims_errors
+from harness.stats import Verdict
 
 log = logging.getLogger(__name__)
 
-VERDICTS = ("replicated", "contradicted", "inconclusive", None)
-VERDICT_WORD = {None: "reported"}
+# The word for a record without a verdict: a measurement the paper shows without a claim.
+REPORTED = "reported"
+# Every label a badge shows, in the order the pages count them, with its colour: the
+# verdicts (harness.stats.Verdict), then a record without one, then "not specific"
+# (harness.claims.base).
+VERDICT_COLOURS: dict[Verdict, str] = {"replicated": "#1e7b34", "contradicted": "#b02a1e", "inconclusive": "#9a6a00"}
+LABEL_COLOURS: dict[str, str] = {**VERDICT_COLOURS, REPORTED: "#5f6b76", NOT_SPECIFIC: "#6b3fa0"}
+# The colour of a flag that is not a verdict: a verdict that hinges on one layer, an
+# unreliable lens, data sets that disagree.
+WARNING_COLOUR = LABEL_COLOURS["contradicted"]
+# What a badge says on hover, where its word needs more.
+LABEL_TITLES: dict[str, str] = {NOT_SPECIFIC: NOT_SPECIFIC_TEXT}
+# What each final verdict means, for the reading.
+VERDICT_MEANING: dict[Verdict, str] = {
+    "replicated": "the claim replicates on this model.",
+    "contradicted": "the claim does not hold on this model: a finding, not a failure of the test.",
+    "inconclusive": "the data cannot decide; more prompts (or a different model) are needed.",
+}
 
-CSS = """
-:root { --ok: #1e7b34; --bad: #b02a1e; --unsure: #9a6a00; --none: #5f6b76; --line: #d6dbe0; }
-* { box-sizing: border-box; }
-body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1d2329;
-       max-width: 1200px; margin: 0 auto; padding: 1.5rem 1.2rem 4rem; }
-h1 { font-size: 1.6rem; margin: 0 0 .3rem; }
-h2 { font-size: 1.25rem; margin: 2.4rem 0 .6rem; border-bottom: 1px solid var(--line); padding-bottom: .3rem; }
-h3 { font-size: 1.05rem; margin: 1.2rem 0 .4rem; }
-a { color: #1a5fb4; }
-.muted { color: #5f6b76; }
-.note { background: #fff6e0; border-left: 4px solid var(--unsure); padding: .5rem .8rem; }
-table { border-collapse: collapse; width: 100%; margin: .5rem 0 1rem; font-size: .92rem; }
-th, td { border: 1px solid var(--line); padding: .35rem .5rem; text-align: left; vertical-align: top; }
-th { background: #f2f4f7; }
-td:first-child { white-space: nowrap; }
-table.provenance td { overflow-wrap: anywhere; }
-.wide { overflow-x: auto; }
-td.num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
-.badge { display: inline-block; padding: .05rem .5rem; border-radius: .8rem; color: #fff;
-         font-weight: 600; font-size: .85rem; white-space: nowrap; }
-.replicated { background: var(--ok); } .contradicted { background: var(--bad); }
-.inconclusive { background: var(--unsure); } .reported { background: var(--none); }
-.not-specific { background: #6b3fa0; }
-.claim { margin-bottom: 2.5rem; }
-figure { margin: .8rem 0; }
-figure img { max-width: 100%; height: auto; border: 1px solid var(--line); }
-dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: .2rem 1rem; margin: .5rem 0; }
-dl.facts dt { font-weight: 600; } dl.facts dd { margin: 0; }
-pre { background: #f6f8fa; padding: .6rem; overflow-x: auto; font-size: .82rem; }
-code { font-size: .9em; }
-"""
+LENS_QUALITY_PREFIX = "tuned-lens-quality_"  # written by claims/test_tuned_lens.py
+LENS_CONVERGENCE_PREFIX = "tuned-lens-convergence_"  # likewise, for a lens fitted here in closed form
+MAX_PROBLEM_KINDS = 10  # schema problems listed on a page; the rest are counted
 
 
-def esc(value) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def href(name: str) -> str:
-    """A relative link to a file, percent-encoded, then escaped for an attribute."""
-    return esc(quote(name))
+# ----------------------------------------------------------------------- formatting
 
 
 def fmt(x) -> str:
@@ -99,53 +87,40 @@ def fmt_threshold(t) -> str:
     return f"{t:g}" if _finite(t) else fmt(t)
 
 
+def href(name: str) -> str:
+    """A relative link to a file, percent-encoded (the template escapes it for the attribute)."""
+    return quote(name)
+
+
+def capitalized(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def plural(n: int, word: str) -> str:
+    """``1 model``, ``2 models``."""
+    return f"{n} {word}{'s' if n != 1 else ''}"
+
+
 def verdict_word(verdict) -> str:
-    return VERDICT_WORD.get(verdict, str(verdict))
+    """The word a badge shows for a verdict or label (None: reported)."""
+    return REPORTED if verdict is None else str(verdict)
 
 
-def badge(verdict) -> str:
-    word = verdict_word(verdict)
-    cls = word.replace(" ", "-") if word in ("replicated", "contradicted", "inconclusive", "reported", NOT_SPECIFIC) else "reported"
-    title = f' title="{esc(NOT_SPECIFIC_TEXT)}"' if word == NOT_SPECIFIC else ""
-    return f'<span class="badge {cls}"{title}>{esc(word)}</span>'
+def badge_class(label) -> str:
+    """The CSS class of a badge: its word (dashes for spaces), or ``reported`` for a word
+    the report does not know."""
+    word = verdict_word(label)
+    return css_class(word) if word in LABEL_COLOURS else css_class(REPORTED)
+
+
+def css_class(word: str) -> str:
+    return word.replace(" ", "-")
 
 
 def label(record: dict):
     """The record's label (its verdict, or "not specific"); records written before labels
     existed have only a verdict."""
     return record.get("label", record.get("verdict"))
-
-
-def fidelity_cell(record: dict) -> str:
-    """The lens's held-out KL at the layers the statistic reads, and any warning."""
-    f = record.get("lens_fidelity")
-    if not f:
-        return '<span class="muted">no lens</span>'
-    layers = f["layers"]
-    text = f"KL {fmt(f['held_out_kl'])} nats at layers {layers[0]}-{layers[-1]}"
-    if f.get("reference_kl") is not None:
-        text += f" (tuned lens: {fmt(f['reference_kl'])})"
-    if f.get("training_tokens"):
-        text += f"; trained on {f['training_tokens']:,} tokens"
-    warn = f["unreliable"] or f.get("converged") is False
-    return (f'<span class="badge contradicted">{esc(f["label"])}</span><br>' if warn else "") + esc(text)
-
-
-def robustness_cell(record: dict) -> str:
-    rob = record.get("robustness")
-    if not rob:
-        return '<span class="muted">not a mean over layers</span>'
-    if rob["hinges_on"]:
-        return f'<span class="badge contradicted">{esc(rob["label"])}</span>'
-    return f'robust <span class="muted">({len(rob["drops"])} drops)</span>'
-
-
-def control_cell(record: dict) -> str:
-    """The untrained control's verdict and interval, or why there is none."""
-    c = record.get("control")
-    if not c:
-        return '<span class="muted">not run</span>'
-    return f"{badge(c.get('verdict'))}<br><span class=\"num\">{_interval(c)}</span> <span class=\"muted\">n={esc(fmt(c.get('n')))}</span>"
 
 
 def stem(record: dict) -> str:
@@ -162,54 +137,70 @@ def where(record: dict) -> str:
     return record["dataset"] if lens in (None, "none") else f"{lens} lens · {record['dataset']}"
 
 
-@functools.cache
-def claim_registry() -> dict:
-    """Every registered Claim by id: imports each module of ``harness.claims`` (one that
-    fails to import is logged and left out)."""
-    import harness.claims as package
-    from harness.claims.base import CLAIMS
-
-    for module in pkgutil.iter_modules(package.__path__):
-        try:
-            importlib.import_module(f"{package.__name__}.{module.name}")
-        except Exception as err:  # noqa: BLE001 - a broken claim module must not stop the report
-            log.warning("report: could not import harness.claims.%s (%s); its claims show without a statement", module.name, err)
-    return dict(CLAIMS)
+def needs(record: dict) -> str:
+    """What the claim needs of the statistic: ``> 0.2``, or that it is only reported."""
+    if record.get("threshold") is None:
+        return "no claim (reported)"
+    return f"{_side(record.get('direction'))} {fmt_threshold(record['threshold'])}"
 
 
-class NoResults(FileNotFoundError):
-    """A folder without claims.json: nothing to report."""
+def counts(records: list[dict]) -> str:
+    """``2 replicated, 1 contradicted``: the records' verdicts, in LABEL_COLOURS's order."""
+    found: dict[str, int] = {}
+    for r in records:
+        word = verdict_word(r.get("verdict"))
+        found[word] = found.get(word, 0) + 1
+    order = list(LABEL_COLOURS)
+    return ", ".join(f"{found[k]} {k}" for k in sorted(found, key=lambda k: (order.index(k) if k in order else len(order), k)))
 
 
-def read_claims(folder: Path) -> list:
-    """The parsed content of ``<folder>/claims.json`` (a list, not yet checked)."""
-    path = Path(folder) / "claims.json"
-    if not path.is_file():
-        raise NoResults(f"{path} does not exist: run `pytest claims/` (with --report-dir) to produce results first.")
-    try:
-        records = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err}).") from None
-    if not isinstance(records, list):
-        raise TypeError(f"{path} must hold a JSON array of claim records.")
-    return records
+def fidelity_text(fidelity: dict) -> str:
+    """The lens's held-out KL at the layers the statistic reads."""
+    layers = fidelity["layers"]
+    text = f"KL {fmt(fidelity['held_out_kl'])} nats at layers {layers[0]}-{layers[-1]}"
+    if fidelity.get("reference_kl") is not None:
+        text += f" (tuned lens: {fmt(fidelity['reference_kl'])})"
+    if fidelity.get("training_tokens"):
+        text += f"; trained on {fidelity['training_tokens']:,} tokens"
+    return text
 
 
-def usable(records: list) -> list[dict]:
-    """Records the report can show: objects naming their claim, lens and dataset."""
-    return [r for r in records if isinstance(r, dict) and {"claim", "lens", "dataset"} <= r.keys()]
+def fidelity_warning(fidelity: dict) -> str | None:
+    """The fidelity's label when the lens is unreliable or did not converge, else None."""
+    return fidelity["label"] if fidelity["unreliable"] or fidelity.get("converged") is False else None
 
 
-def load_records(folder: Path) -> list[dict]:
-    return usable(read_claims(folder))
+def provenance_value(value, key: str = "") -> tuple[str, str | None]:
+    """A provenance value as (text, full text shown on hover or None): null as a dash,
+    objects as 'key: value' pairs, a commit shortened to 12 characters."""
+    if value is None:
+        return "–", None
+    if isinstance(value, dict) and list(value) == ["lens"]:
+        return str(value["lens"]), None
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {'–' if v is None else v}" for k, v in value.items()) or "–", None
+    if isinstance(value, list):
+        return json.dumps(value, default=str), None
+    if key == "git_commit" and isinstance(value, str) and len(value) == 40:
+        return value[:12], value
+    return (fmt(value) if isinstance(value, float) else str(value)), None
 
 
-def model_folders(report_dir: Path) -> list[Path]:
-    """Subfolders of ``report_dir`` that hold a claims.json, by name."""
-    report_dir = Path(report_dir)
-    if not report_dir.is_dir():
-        return []
-    return sorted(p for p in report_dir.iterdir() if p.is_dir() and (p / "claims.json").is_file())
+def json_text(value) -> str:
+    return json.dumps(value, indent=1, sort_keys=True, default=str)
+
+
+def problem_kinds(problems: list[str]) -> list[tuple[str, int]]:
+    """Schema problems without their record's number, each kind once with its count."""
+    kinds: dict[str, int] = {}
+    for p in problems:
+        kind = re.sub(r"^record \d+ \(.*?\) ", "", p)
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return list(kinds.items())
+
+
+def built_at() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 # ----------------------------------------------------------------------- reading
@@ -268,7 +259,7 @@ def reading(record: dict, claim=None) -> str:
         text.append(f"The claim needs it {d} {fmt_threshold(t)}; the interval contains {fmt_threshold(t)}, so this much data cannot decide.")
     else:
         text.append(f"The claim needs it {d} {fmt_threshold(t)}, but the interval is not defined.")
-    subs = [s for s in record.get("subchecks") or [] if isinstance(s, dict)]
+    subs = subchecks(record)
     if subs:
         held = sum(s.get("verdict") == "replicated" for s in subs)
         text.append(f"{held} of {len(subs)} further condition{'s' if len(subs) != 1 else ''} of the claim hold{'s' if held == 1 else ''}.")
@@ -283,326 +274,80 @@ def reading(record: dict, claim=None) -> str:
         if len(failing) > 3:
             text.append(f"{len(failing) - 3} more conditions do not hold (see the table below).")
     final = record.get("verdict")
-    meaning = {
-        "replicated": "the claim replicates on this model.",
-        "contradicted": "the claim does not hold on this model: a finding, not a failure of the test.",
-        "inconclusive": "the data cannot decide; more prompts (or a different model) are needed.",
-    }.get(final, "")
+    meaning = VERDICT_MEANING.get(final, "")
     text.append(f"Verdict: {verdict_word(final)}" + (f": {meaning}" if meaning else "."))
     return " ".join(text)
 
 
-# ----------------------------------------------------------------------- pages
+def subchecks(record: dict) -> list[dict]:
+    return [s for s in record.get("subchecks") or [] if isinstance(s, dict)]
 
 
-def _page(title: str, body: str) -> str:
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-        '<link rel="icon" href="data:,">\n'
-        f"<title>{esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
-    )
+# ----------------------------------------------------------------------- reading the folder
 
 
-def _write(path: Path, text: str) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return path
+@functools.cache
+def claim_registry() -> dict:
+    """Every registered Claim by id: imports each module of ``harness.claims`` (one that
+    fails to import is logged and left out)."""
+    import harness.claims as package
+    from harness.claims.base import CLAIMS
+
+    for module in pkgutil.iter_modules(package.__path__):
+        try:
+            importlib.import_module(f"{package.__name__}.{module.name}")
+        except Exception as err:  # noqa: BLE001 - a broken claim module must not stop the report
+            log.warning("report: could not import harness.claims.%s (%s); its claims show without a statement", module.name, err)
+    return dict(CLAIMS)
 
 
-def _interval(record: dict) -> str:
-    return f"{fmt(record.get('statistic'))} <span class=\"muted\">({fmt(record.get('ci_low'))} to {fmt(record.get('ci_high'))})</span>"
+class NoResults(FileNotFoundError):
+    """A folder without claims.json: nothing to report."""
 
 
-def _threshold(record: dict) -> str:
-    if record.get("threshold") is None:
-        return "no claim (reported)"
-    return f"{_side(record.get('direction'))} {fmt_threshold(record['threshold'])}"
+def read_claims(folder: Path) -> list:
+    """The parsed content of ``<folder>/claims.json`` (a list, not yet checked)."""
+    path = Path(folder) / "claims.json"
+    if not path.is_file():
+        raise NoResults(f"{path} does not exist: run `pytest claims/` (with --report-dir) to produce results first.")
+    try:
+        records = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}).") from None
+    if not isinstance(records, list):
+        raise TypeError(f"{path} must hold a JSON array of claim records.")
+    return records
 
 
-def _counts(records: list[dict]) -> str:
-    counts = {}
-    for r in records:
-        counts[verdict_word(r.get("verdict"))] = counts.get(verdict_word(r.get("verdict")), 0) + 1
-    order = ["replicated", "contradicted", "inconclusive", "reported"]
-    return ", ".join(f"{counts[k]} {k}" for k in sorted(counts, key=lambda k: (order.index(k) if k in order else 9, k)))
+def usable(records: list) -> list[dict]:
+    """Records the report can show: objects naming their claim, lens and dataset."""
+    return [r for r in records if isinstance(r, dict) and {"claim", "lens", "dataset"} <= r.keys()]
 
 
-def _value(value, key: str = "") -> str:
-    """A provenance value as text: null as a dash, objects as 'key: value' pairs, commits short."""
-    if value is None:
-        return "–"
-    if isinstance(value, dict) and list(value) == ["lens"]:
-        return esc(value["lens"])
-    if isinstance(value, dict):
-        return esc(", ".join(f"{k}: {'–' if v is None else v}" for k, v in value.items()) or "–")
-    if isinstance(value, list):
-        return esc(json.dumps(value, default=str))
-    if key == "git_commit" and isinstance(value, str) and len(value) == 40:
-        return f'<code title="{esc(value)}">{esc(value[:12])}</code>'
-    return esc(fmt(value) if isinstance(value, float) else value)
+def load_records(folder: Path) -> list[dict]:
+    return usable(read_claims(folder))
 
 
-def _json_block(value) -> str:
-    return f"<pre>{esc(json.dumps(value, indent=1, sort_keys=True, default=str))}</pre>"
+def model_folders(report_dir: Path) -> list[Path]:
+    """Subfolders of ``report_dir`` that hold a claims.json, by name."""
+    report_dir = Path(report_dir)
+    if not report_dir.is_dir():
+        return []
+    return sorted(p for p in report_dir.iterdir() if p.is_dir() and (p / "claims.json").is_file())
 
 
-HOW_TO_READ = (
-    "<p>Each claim from the papers is pinned down as one number (the <em>statistic</em>) with a "
-    "threshold. Its 95% interval comes from a bootstrap over the prompts (or groups of prompts). "
-    "<strong>Replicated</strong>: the whole interval lies on the side of the threshold the claim predicts "
-    "(and every further condition of the claim holds). <strong>Contradicted</strong>: the whole interval lies "
-    "on the other side (or a condition fails clearly). <strong>Inconclusive</strong>: the interval contains "
-    "the threshold. <strong>Reported</strong>: a measurement the paper shows without a claim.</p>"
-)
+def figure_files(folder: Path, prefix: str) -> list[tuple[str, str | None]]:
+    """(PNG name, CSV name or None when it is missing) of the figures named ``prefix*``."""
+    return [(png.name, png.with_suffix(".csv").name if png.with_suffix(".csv").is_file() else None)
+            for png in sorted(folder.glob(f"{prefix}*.png"))]
 
 
-def build_model_report(folder: Path) -> Path:
-    """Write ``<folder>/index.html`` from the folder's claims.json, CSVs and PNGs."""
-    folder = Path(folder)
-    raw = read_claims(folder)
-    records = usable(raw)
-    registry = claim_registry()
-    model = next((r.get("model") for r in records if r.get("model")), folder.name)
-    problems = claims_errors(raw)
-    built = datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-    out = [
-        f"<h1>depth-claims: {esc(model)}</h1>",
-        (
-            f'<p class="muted">{len(records)} claim record{"s" if len(records) != 1 else ""} '
-            f"({esc(_counts(records))}) · report built {esc(built)} · "
-            f'<a href="../index.html">all models</a> · <a href="claims.json">claims.json</a></p>'
-        ),
-    ]
-    if problems:
-        out.append(_schema_note(problems, len(records)))
-    out.append(HOW_TO_READ)
-
-    # the verdict table first
-    out.append('<h2 id="verdicts">Verdicts</h2>')
-    out.append(
-        '<table id="verdict-table"><thead><tr><th>Claim</th><th>Lens · data</th><th>The claim</th>'
-        "<th>The paper's number</th><th>Ours (95% interval)</th><th>Needs</th><th>n</th><th>Verdict</th>"
-        "<th>Untrained control</th><th>Leave one layer out</th><th>Lens fidelity at the layers read</th></tr></thead><tbody>"
-    )
-    for r in records:
-        claim = registry.get(r["claim"])
-        statement = claim.statement if claim else "(this claim id is not in this version's registry)"
-        paper = claim.paper_value if claim else "–"
-        out.append(
-            f'<tr class="verdict-row" data-claim="{esc(r["claim"])}">'
-            f'<td><a href="#{esc(anchor(r))}">{esc(r["claim"])}</a></td><td>{esc(where(r))}</td>'
-            f"<td>{esc(statement)}</td><td>{esc(paper)}</td><td class=\"num\">{_interval(r)}</td>"
-            f"<td class=\"num\">{esc(_threshold(r))}</td><td class=\"num\">{esc(fmt(r.get('n')))}</td>"
-            f"<td>{badge(label(r))}</td><td>{control_cell(r)}</td><td>{robustness_cell(r)}</td><td>{fidelity_cell(r)}</td></tr>"
-        )
-    out.append("</tbody></table>")
-
-    # each claim: figure, reading, CSV
-    out.append('<h2 id="claims">The claims, one by one</h2>')
-    for r in records:
-        out.append(_claim_section(folder, r, registry.get(r["claim"])))
-
-    out.append(_lens_quality_section(folder))
-    out.append(_provenance_section(records))
-    return _write(folder / "index.html", _page(f"depth-claims: {model}", "\n".join(out)))
-
-
-LENS_QUALITY_PREFIX = "tuned-lens-quality_"  # written by claims/test_tuned_lens.py
-LENS_CONVERGENCE_PREFIX = "tuned-lens-convergence_"  # likewise, for a lens fitted here in closed form
-
-
-def _lens_quality_section(folder: Path) -> str:
-    """The tuned lens's held-out KL against the logit lens's, per layer, when a run wrote it:
-    every tuned-lens claim above rests on it. Then, for a lens fitted here, how that KL fell
-    with the training tokens."""
-    figures = sorted(folder.glob(f"{LENS_QUALITY_PREFIX}*.png"))
-    curves = sorted(folder.glob(f"{LENS_CONVERGENCE_PREFIX}*.png"))
-    if not figures and not curves:
-        return ""
-    out = [
-        '<h2 id="lens-quality">Tuned lens quality</h2>',
-        "<p>KL divergence from the model's final distribution to each lens's distribution, per layer, on "
-        "held-out text the tuned lens was not trained on (lower is better; 0 at the last layer by "
-        "construction). The tuned-lens claims are only as good as this curve.</p>",
-    ]
-    out += [_figure(png) for png in figures]
-    if curves:
-        out.append(
-            '<p id="lens-convergence">How the same held-out KL falls with the tokens the lens was fitted on: the '
-            "closed-form fit solved after 1/8, 1/4, 1/2 and all of its training tokens, and the final lens "
-            "(after any SGD steps). A curve that has flattened says more text would not make the lens better.</p>"
-        )
-        out += [_figure(png) for png in curves]
-    return "\n".join(out)
-
-
-def _figure(png: Path) -> str:
-    csv = png.with_suffix(".csv")
-    link = f' · <a href="{href(csv.name)}">{esc(csv.name)}</a>' if csv.is_file() else ""
-    return f'<figure><img src="{href(png.name)}" alt="{esc(png.stem)}"><figcaption>{esc(png.stem)}{link}</figcaption></figure>'
-
-
-def _schema_note(problems: list[str], n_records: int) -> str:
-    """Schema problems of claims.json, each kind once with the number of records it hits."""
-    kinds: dict[str, int] = {}
-    for p in problems:
-        kind = re.sub(r"^record \d+ \(.*?\) ", "", p)
-        kinds[kind] = kinds.get(kind, 0) + 1
-    items = "".join(
-        f"<li>{esc(kind)} ({count} of {n_records} record{'s' if n_records != 1 else ''})</li>"
-        for kind, count in list(kinds.items())[:10]
-    )
-    more = f"<li>… and {len(kinds) - 10} more kinds of problem</li>" if len(kinds) > 10 else ""
-    return (
-        '<div class="note" id="schema-problems"><strong>claims.json does not match the current schema</strong> '
-        "(harness/report/schema.py; records written before the schema lack the run time: rerun the claims to "
-        f"refresh them):<ul>{items}{more}</ul></div>"
-    )
-
-
-def _claim_section(folder: Path, r: dict, claim) -> str:
-    s = stem(r)
-    parts = [
-        f'<section class="claim" id="{esc(anchor(r))}">',
-        f"<h3>{esc(r['claim'])} · {esc(where(r))} {badge(label(r))}</h3>",
-    ]
-    if claim is not None:
-        parts.append(f"<p>{esc(claim.statement)}</p>")
-    if label(r) == NOT_SPECIFIC:
-        parts.append(f'<p class="note">{esc(NOT_SPECIFIC_TEXT[0].upper() + NOT_SPECIFIC_TEXT[1:])}: on the untrained control '
-                     f"({esc(r['control']['model'])}) the claim replicates as well, so this test cannot tell what training "
-                     "taught the model from what its architecture does anyway.</p>")
-    if r.get("too_little_data"):
-        parts.append(f'<p class="note">Too little data: {esc("; ".join(r["too_little_data"]))}.</p>')
-    if r.get("paper_comparison"):
-        rows = "".join(
-            f"<tr><td>{esc(c['what'])}</td><td>{esc(c['paper'])} <span class=\"muted\">({esc(c['paper_model'])})</span></td>"
-            f"<td class=\"num\">{esc(fmt(c['ours']))}</td></tr>"
-            for c in r["paper_comparison"]
-        )
-        parts.append('<table class="paper-comparison"><thead><tr><th>Quantity</th><th>The paper</th><th>Ours</th></tr></thead>'
-                     f"<tbody>{rows}</tbody></table>")
-    facts = []
-    if claim is not None:
-        facts += [("Statistic", claim.statistic), ("Source", f"{claim.paper}, {claim.source}"), ("Paper's number", claim.paper_value)]
-        if claim.version != r.get("version"):
-            facts.append(("Version", f"recorded with claim version {r.get('version')}; the current definition is version {claim.version}"))
-    facts += [("Ours", None), ("Needs", _threshold(r)), ("n", f"{fmt(r.get('n'))} ({fmt(r.get('n_groups'))} groups resampled)")]
-    parts.append('<dl class="facts">')
-    for name, value in facts:
-        shown = _interval(r) if name == "Ours" else esc(value)
-        parts.append(f"<dt>{esc(name)}</dt><dd>{shown}</dd>")
-    parts.append("</dl>")
-    png = folder / f"{s}.png"
-    alt = f"Figure of {r['claim']} on {where(r)}"
-    if png.is_file():
-        parts.append(
-            f'<figure><img src="{href(png.name)}" alt="{esc(alt)}" loading="eager">'
-            f"<figcaption class=\"muted\">{esc(png.name)}</figcaption></figure>"
-        )
-    else:
-        parts.append(f'<p class="note">No figure: {esc(png.name)} is missing.</p>')
-    parts.append(f'<p class="reading"><strong>Reading.</strong> {esc(reading(r, claim))}</p>')
-    csv = folder / f"{s}.csv"
-    if csv.is_file():
-        parts.append(f'<p>Data behind the figure: <a class="csv" href="{href(csv.name)}">{esc(csv.name)}</a></p>')
-    else:
-        parts.append(f'<p class="muted">No CSV ({esc(csv.name)} is missing).</p>')
-    subs = [c for c in r.get("subchecks") or [] if isinstance(c, dict)]
-    if subs:
-        parts.append(
-            "<table><thead><tr><th>Further condition</th><th>What it measures</th><th>Value (95% interval)</th>"
-            "<th>Needs</th><th>n</th><th>Verdict</th></tr></thead><tbody>"
-        )
-        for c in subs:
-            parts.append(
-                f"<tr><td>{esc(c.get('name'))}</td><td>{esc(c.get('description'))}</td>"
-                f"<td class=\"num\">{_interval(c)}</td><td class=\"num\">{esc(_threshold(c))}</td>"
-                f"<td class=\"num\">{esc(fmt(c.get('n')))}</td><td>{badge(c.get('verdict'))}</td></tr>"
-            )
-        parts.append("</tbody></table>")
-    if r.get("details"):
-        parts.append(f"<details><summary>Details</summary>{_json_block(r['details'])}</details>")
-    parts.append("</section>")
-    return "\n".join(parts)
-
-
-def _provenance_section(records: list[dict]) -> str:
+def provenance_table(records: list[dict]) -> tuple[list[dict], list[str], list[str]]:
+    """Each record's provenance, the keys every record shares with one value, and the rest."""
     provs = [r.get("provenance") if isinstance(r.get("provenance"), dict) else {} for r in records]
     keys = list(dict.fromkeys(k for p in provs for k in p))
     common = [k for k in keys if all(k in p for p in provs) and len({json.dumps(p[k], sort_keys=True, default=str) for p in provs}) == 1]
-    varying = [k for k in keys if k not in common]
-    out = ['<h2 id="provenance">Provenance</h2>', "<p>Shared by every record:</p>", '<table class="provenance"><tbody>']
-    out += [f"<tr><th>{esc(k)}</th><td>{_value(provs[0][k], k)}</td></tr>" for k in common]
-    out.append("</tbody></table>")
-    if varying:
-        out.append("<p>Per record:</p><div class=\"wide\"><table class=\"provenance\"><thead><tr><th>Claim</th><th>Lens · data</th>")
-        out += [f"<th>{esc(k)}</th>" for k in varying]
-        out.append("</tr></thead><tbody>")
-        for r, p in zip(records, provs):
-            out.append(f"<tr><td>{esc(r['claim'])}</td><td>{esc(where(r))}</td>")
-            out += [f"<td>{_value(p.get(k), k)}</td>" for k in varying]
-            out.append("</tr>")
-        out.append("</tbody></table></div>")
-    return "\n".join(out)
-
-
-def build_index(report_dir: Path) -> Path:
-    """Write ``<report_dir>/index.html``: claims (with lens and data) by models."""
-    report_dir = Path(report_dir)
-    folders = model_folders(report_dir)
-    if not folders:
-        raise NoResults(f"No model folder with a claims.json under {report_dir}: run `pytest claims/` first.")
-    registry = claim_registry()
-    by_model = {f.name: {(r["claim"], r["lens"], r["dataset"]): r for r in load_records(f)} for f in folders}
-    names = {f.name: next((r.get("model") for r in by_model[f.name].values() if r.get("model")), f.name) for f in folders}
-    rows = sorted({key for recs in by_model.values() for key in recs})
-    built = datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-    out = [
-        "<h1>depth-claims: all models</h1>",
-        (
-            f'<p class="muted">{len(folders)} model{"s" if len(folders) != 1 else ""}, {len(rows)} '
-            f"(claim, lens, data) combinations · built {esc(built)}</p>"
-        ),
-        HOW_TO_READ,
-        '<div class="wide"><table id="model-table"><thead><tr><th>Claim</th><th>Lens · data</th>',
-    ]
-    for f in folders:
-        recs = list(by_model[f.name].values())
-        out.append(
-            f'<th><a href="{href(f.name)}/index.html">{esc(names[f.name])}</a>'
-            + (f' <span class="muted">({esc(f.name)}/)</span>' if names[f.name] != f.name else "")
-            + f'<br><span class="muted">{esc(_counts(recs))}</span></th>'
-        )
-    out.append("</tr></thead><tbody>")
-    for key in rows:
-        claim_id = key[0]
-        claim = registry.get(claim_id)
-        title = esc(claim.statement) if claim else ""
-        some = next(recs[key] for recs in by_model.values() if key in recs)
-        out.append(f'<tr class="claim-row"><td title="{title}">{esc(claim_id)}</td><td>{esc(where(some))}</td>')
-        for f in folders:
-            r = by_model[f.name].get(key)
-            if r is None:
-                out.append('<td class="muted">not run</td>')
-                continue
-            link = f"{href(f.name)}/index.html#{esc(anchor(r))}"
-            out.append(
-                f'<td><a href="{link}">{badge(label(r))}</a><br>'
-                f'<span class="num">{_interval(r)}</span> <span class="muted">n={esc(fmt(r.get("n")))}</span></td>'
-            )
-        out.append("</tr>")
-    out.append("</tbody></table></div>")
-    out.append(_agreement_table(folders, by_model, names))
-    out.append("<h2>The claims</h2><dl class=\"facts\">")
-    for claim_id in dict.fromkeys(k[0] for k in rows):
-        claim = registry.get(claim_id)
-        out.append(f"<dt>{esc(claim_id)}</dt><dd>{esc(claim.statement if claim else 'not in this version of the registry')}</dd>")
-    out.append("</dl>")
-    return _write(report_dir / "index.html", _page("depth-claims: all models", "\n".join(out)))
+    return provs, common, [k for k in keys if k not in common]
 
 
 def data_agreement(records: dict[tuple, dict]) -> dict[tuple[str, str], dict]:
@@ -616,31 +361,88 @@ def data_agreement(records: dict[tuple, dict]) -> dict[tuple[str, str], dict]:
     return out
 
 
-def _agreement_table(folders: list[Path], by_model: dict, names: dict) -> str:
-    """Per claim and lens, per model: the verdict on each data set, disagreements flagged."""
+# ----------------------------------------------------------------------- pages
+
+
+@functools.cache
+def templates() -> jinja2.Environment:
+    """The report's templates, with the formatting functions above as filters."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("harness.report", "templates"),
+        autoescape=jinja2.select_autoescape(["html"]),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(
+        fmt=fmt, href=href, capitalized=capitalized, word=verdict_word,
+        badge_class=badge_class, css_class=css_class, label=label, anchor=anchor, where=where, needs=needs,
+        counts=counts, fidelity_text=fidelity_text, fidelity_warning=fidelity_warning,
+        provenance_value=provenance_value, json_text=json_text, reading=reading, subchecks=subchecks, plural=plural,
+        stem=stem, file_stem=lambda name: Path(name).stem,
+    )
+    env.globals.update(
+        label_colours=LABEL_COLOURS, warning_colour=WARNING_COLOUR, label_titles=LABEL_TITLES,
+        NOT_SPECIFIC=NOT_SPECIFIC, NOT_SPECIFIC_TEXT=NOT_SPECIFIC_TEXT, zip=zip,
+    )
+    return env
+
+
+def render(template: str, **context) -> str:
+    return templates().get_template(template).render(**context)
+
+
+def build_model_report(folder: Path) -> Path:
+    """Write ``<folder>/index.html`` from the folder's claims.json, CSVs and PNGs."""
+    folder = Path(folder)
+    raw = read_claims(folder)
+    records = usable(raw)
+    registry = claim_registry()
+    provenances, common, varying = provenance_table(records)
+    page = render(
+        "model.html",
+        model=next((r.get("model") for r in records if r.get("model")), folder.name),
+        records=records,
+        claims=[registry.get(r["claim"]) for r in records],
+        files={p.name for p in folder.iterdir() if p.is_file()},  # the figures and CSVs that exist
+        built=built_at(),
+        problems=problem_kinds(claims_errors(raw)),
+        max_problem_kinds=MAX_PROBLEM_KINDS,
+        lens_quality=figure_files(folder, LENS_QUALITY_PREFIX),
+        lens_convergence=figure_files(folder, LENS_CONVERGENCE_PREFIX),
+        provenances=provenances,
+        common=common,
+        varying=varying,
+    )
+    return write_text(folder / "index.html", page)
+
+
+def build_index(report_dir: Path) -> Path:
+    """Write ``<report_dir>/index.html``: claims (with lens and data) by models."""
+    report_dir = Path(report_dir)
+    folders = model_folders(report_dir)
+    if not folders:
+        raise NoResults(f"No model folder with a claims.json under {report_dir}: run `pytest claims/` first.")
+    by_model = {f.name: {(r["claim"], r["lens"], r["dataset"]): r for r in load_records(f)} for f in folders}
+    names = {f.name: next((r.get("model") for r in by_model[f.name].values() if r.get("model")), f.name) for f in folders}
+    rows = sorted({key for recs in by_model.values() for key in recs})
     agreement = {f.name: data_agreement(by_model[f.name]) for f in folders}
-    keys = sorted({k for a in agreement.values() for k in a})
-    out = [
-        '<h2 id="agreement">Agreement across data sets</h2>',
-        '<p class="muted">Each claim\'s verdict on every data set it ran on (embedded fixtures, <code>--data-dir</code>). '
-        "A claim whose verdict differs between data sets is flagged: read both before trusting either.</p>",
-        '<div class="wide"><table id="agreement-table"><thead><tr><th>Claim</th><th>Lens</th>',
-    ]
-    out += [f"<th>{esc(names[f.name])}</th>" for f in folders]
-    out.append("</tr></thead><tbody>")
-    for claim, lens in keys:
-        out.append(f'<tr class="agreement-row"><td>{esc(claim)}</td><td>{esc(lens)}</td>')
-        for f in folders:
-            entry = agreement[f.name].get((claim, lens))
-            if entry is None:
-                out.append('<td class="muted">–</td>')
-                continue
-            cells = "<br>".join(f"{esc(d)}: {badge(v)}" for d, v in entry["labels"].items())
-            flag = "" if entry["agree"] else '<br><span class="badge contradicted">data sets disagree</span>'
-            out.append(f"<td>{cells}{flag}</td>")
-        out.append("</tr>")
-    out.append("</tbody></table></div>")
-    return "\n".join(out)
+    page = render(
+        "index.html",
+        folders=[f.name for f in folders],
+        names=names,
+        by_model=by_model,
+        rows=rows,
+        # one record of each (claim, lens, dataset), for its "lens · data"
+        some={key: next(recs[key] for recs in by_model.values() if key in recs) for key in rows},
+        registry=claim_registry(),
+        claim_ids=list(dict.fromkeys(k[0] for k in rows)),
+        agreement=agreement,
+        agreement_keys=sorted({k for a in agreement.values() for k in a}),
+        built=built_at(),
+    )
+    return write_text(report_dir / "index.html", page)
 
 
 def build_reports(report_dir: Path) -> list[Path]:
