@@ -17,6 +17,8 @@ from harness.lens_training import RECIPES
 from harness.lenses import LENS_NAMES
 from harness.models import DEFAULT_MODEL, UnknownModel, resolve
 from harness.models.registry import control_of
+from harness.data.sources import BUNDLES, EMBEDDED, KINDS, SOURCES
+from harness.path_checks import PathOptions, path_problems
 from harness.paths import default_report_dir, default_trace_cache
 from harness.session import ModelSession, RunConfig
 
@@ -32,6 +34,7 @@ def _split(values: list[str] | None, default: list[str]) -> tuple[str, ...]:
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("depth-claims")
     g.addoption("--model", action="append", help=f"model name, hub id or local folder; repeat or comma-separate for several (default {DEFAULT_MODEL})")
+    g.addoption("--revision", default=None, help="branch, tag or commit of the hub model(s) in --model (NAME@REV does the same for one)")
     g.addoption("--lens", action="append", help=f"lens(es) to read layers with: {', '.join(LENS_NAMES)} (default both)")
     g.addoption("--tuned-lens", default=None, metavar="FOLDER_OR_ID", help="a published tuned lens for the (single) --model: a local folder with config.json + params.pt, or a resource id of the tuned-lens hub space (default: the model's published lens if the registry names one, else the lens this suite trained)")
     g.addoption("--train-lens", action="store_true", help="train the tuned lenses a claim needs when the cache lacks them (default: skip those claims and print the command that trains them)")
@@ -42,6 +45,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--batch-size", type=int, default=8, help="prompts per forward pass (default 8)")
     g.addoption("--max-examples", type=int, default=None, help="cap on prompts per claim (default: all)")
     g.addoption("--data-dir", type=Path, default=None, help="folder laid out like ../shared/data (default: the embedded fixtures)")
+    g.addoption("--data", action="append", metavar="NAME", help=f"named public data sources, repeat or comma-separate: {', '.join([EMBEDDED, *SOURCES, *BUNDLES])} (default embedded; kinds not named use --data-dir or the fixtures; harness/data/sources.py)")
+    for kind in KINDS:
+        g.addoption(f"--{kind}", type=Path, default=None, metavar="FILE", help=f"{kind} from a JSON Lines file (format: harness/data/sources.py); overrides --data and --data-dir for {kind}")
+    g.addoption("--frequency-tokens", type=int, default=None, help="tokens of the prose source the frequency ranks count (default: the whole corpus; 10M of a hub source)")
     g.addoption("--trace-cache", type=Path, default=None, help=f"trace cache folder (default {default_trace_cache()})")
     g.addoption("--no-trace-cache", action="store_true", help="compute every trace afresh and store nothing")
     g.addoption("--backend", default="transformers", choices=list(BACKENDS), help="how forward passes run: plain transformers hooks or nnsight (default transformers)")
@@ -55,24 +62,31 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[RESULTS] = []
     config.stash[SESSIONS] = []
     models = _split(config.getoption("--model"), [DEFAULT_MODEL])
+    problems = []  # the models' and every path option's problems, reported together
     for name in models:
         try:
-            resolve(name)
+            resolve(name, config.getoption("--revision"))
         except UnknownModel as err:
-            raise pytest.UsageError(str(err)) from None
+            problems.append(str(err))
     lenses = _split(config.getoption("--lens"), list(LENS_NAMES))
     unknown = [name for name in lenses if name not in LENS_NAMES]
     if unknown:
         raise pytest.UsageError(f"Unknown --lens {', '.join(unknown)}; available: {', '.join(LENS_NAMES)}.")
     if config.getoption("--tuned-lens") and len(models) > 1:
         raise pytest.UsageError("--tuned-lens names one model's lens: run one --model at a time with it.")
-    for opt in ("--batch-size", "--max-examples"):
+    for opt in ("--batch-size", "--max-examples", "--frequency-tokens"):
         value = config.getoption(opt)
         if value is not None and value < 1:
             raise pytest.UsageError(f"{opt} must be a positive integer, got {value}.")
     data_dir = config.getoption("--data-dir")
-    if data_dir is not None and not data_dir.is_dir():
-        raise pytest.UsageError(f"--data-dir {data_dir} is not a folder; point it at a copy of ../shared/data.")
+    data = _split(config.getoption("--data"), [EMBEDDED])
+    data_files = {kind: config.getoption(f"--{kind}") for kind in KINDS if config.getoption(f"--{kind}") is not None}
+    no_cache = config.getoption("--no-trace-cache")
+    report_dir = config.getoption("--report-dir") or default_report_dir()
+    trace_cache = None if no_cache else (config.getoption("--trace-cache") or default_trace_cache())
+    problems += path_problems(PathOptions(data_dir, data, data_files, report_dir, trace_cache, config.getoption("--tuned-lens")))
+    if problems:  # every path problem at once, before any model loads
+        raise pytest.UsageError("\n".join(problems))
     if config.getoption("--remote") and config.getoption("--backend") != "nnsight":
         raise pytest.UsageError("--remote runs through nnsight on NDIF: add --backend nnsight.")
     if config.getoption("--remote") and not config.getoption("--no-control"):
@@ -80,17 +94,20 @@ def pytest_configure(config: pytest.Config) -> None:
             "--remote runs the hub's trained weights on NDIF, so the untrained control cannot run there: "
             "add --no-control (or run the control locally on a machine that can hold the model)."
         )
-    no_cache = config.getoption("--no-trace-cache")
     config.stash[RUN_CONFIG] = RunConfig(
         models=models,
+        revision=config.getoption("--revision"),
         lenses=lenses,
         device=config.getoption("--device"),
         dtype=config.getoption("--dtype"),
         batch_size=config.getoption("--batch-size"),
         max_examples=config.getoption("--max-examples"),
         data_dir=data_dir,
-        trace_cache=None if no_cache else (config.getoption("--trace-cache") or default_trace_cache()),
-        report_dir=config.getoption("--report-dir") or default_report_dir(),
+        data=data,
+        data_files=tuple(data_files.items()),
+        frequency_tokens=config.getoption("--frequency-tokens"),
+        trace_cache=trace_cache,
+        report_dir=report_dir,
         backend=config.getoption("--backend"),
         remote=config.getoption("--remote"),
         tuned_lens=config.getoption("--tuned-lens"),
@@ -108,7 +125,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     run = metafunc.config.stash[RUN_CONFIG]
     if "model_name" in metafunc.fixturenames:
         models = run.models
-        if run.control and metafunc.definition.get_closest_marker("claim"):
+        claim = metafunc.definition.get_closest_marker("claim")
+        if run.control and claim and not metafunc.definition.get_closest_marker("versus_control"):
             # each model's control first: the model's own test then finds the control's result
             models = tuple(m for name in run.models for m in (control_of(name), name))
         metafunc.parametrize("model_name", models, scope="session")
@@ -139,9 +157,26 @@ def run_config(pytestconfig: pytest.Config) -> RunConfig:
 @pytest.fixture(scope="session")
 def model_session(pytestconfig: pytest.Config, run_config: RunConfig, model_name: str) -> ModelSession:
     """The model, its engine and shared traces: loaded once per run."""
-    session = ModelSession(run_config, model_name)
+    return _session_named(pytestconfig, run_config, model_name)
+
+
+def _session_named(pytestconfig: pytest.Config, run_config: RunConfig, name: str) -> ModelSession:
+    """The run's session of model ``name``: the one already loaded, else a new one."""
+    for session in pytestconfig.stash[SESSIONS]:
+        if session.name == name:
+            return session
+    session = ModelSession(run_config, name)
     pytestconfig.stash[SESSIONS].append(session)
     return session
+
+
+@pytest.fixture
+def control_session(pytestconfig: pytest.Config, run_config: RunConfig, model_session: ModelSession) -> ModelSession:
+    """The untrained control of the test's model (a v2 claim compares the two), the
+    session its own claims ran in when they ran first in this run."""
+    if not run_config.control:
+        pytest.skip("this claim compares the model with its untrained control: run without --no-control")
+    return _session_named(pytestconfig, run_config, control_of(model_session.name))
 
 
 @pytest.fixture

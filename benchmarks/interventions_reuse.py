@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from harness.claims.cso import Sizes
+from harness.data.math import load_problems
 from harness.interventions.backend import HookBackend
 from harness.interventions.measurements import DepthMeasurements
 from harness.models import DEFAULT_MODEL, load_model, resolve
@@ -65,7 +66,7 @@ class Counter:
 
 def depth(backend, sizes: Sizes) -> DepthMeasurements:
     session = SimpleNamespace(config=SimpleNamespace(max_examples=None, data_dir=None), loaded=backend.loaded,
-                              backend=backend, cache=None, name=backend.loaded.spec.name)
+                              backend=backend, cache=None, name=backend.loaded.spec.name, problems=load_problems(None))
     d = DepthMeasurements(session)
     d.sizes = sizes
     return d

@@ -48,7 +48,7 @@ def publish(model_session, claim_results, claim_snapshot):  # noqa: F811  (the i
         if not lenses:
             result = replace(result, fidelity=model_session.lens_fidelity(result, trace))
         is_control = model_session.loaded.spec.control is not None
-        if model_session.config.control and not is_control:
+        if model_session.config.control and not is_control and not result.claim.compares_with_control:
             result = replace(result, control=_control_of(result, claim_results))
         paths = model_session.writer.publish(result, table, figure, provenance)
         claim_results.append((result, paths))

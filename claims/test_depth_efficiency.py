@@ -8,8 +8,8 @@ from functools import partial
 
 import pytest
 
-from harness.claims import cso
-from harness.report import figures_depth
+from harness.claims import cso, versus_control
+from harness.report import figures, figures_depth
 
 pytestmark = pytest.mark.claim
 
@@ -93,3 +93,34 @@ def test_cso6_integrated_gradients_agree(model_session, publish):
     _, erasure_table = cso.cso5_no_compositional_tiling(prompts, effects, model_session.name, "digit-sums")
     fig = partial(figures_depth.gradient_map_figure, result, table, erasure_table)
     publish(result, table, fig, data=depth.data_provenance("gradients"))
+
+
+# --------------------------------------------------------------------------- v2: against the untrained control
+
+
+@pytest.mark.versus_control
+def test_cso1v2_second_half_contributes_less_than_untrained(model_session, control_session, publish):
+    """CSO-1 v2: the second-half / first-half ratio of relative contributions is below 0.8x
+    the untrained control's on the same prompts (v1's ratio holds on the control too)."""
+    model, control = model_session.depth, control_session.depth
+    result, table = versus_control.cso1v2_relative_to_control(
+        model.contributions()["relative_layer"], control.contributions()["relative_layer"],
+        model_session.name, control_session.name, model.problems.name,
+    )
+    fig = partial(figures.model_vs_control_curves, result, table, "mean", "relative contribution ||Δh_l|| / ||h_l||",
+                  "second half contributes less than in the untrained control")
+    publish(result, table, fig, data=model.data_provenance("contributions"))
+
+
+@pytest.mark.versus_control
+def test_cso4v2_second_half_refines_more_than_untrained(model_session, control_session, publish):
+    """CSO-4 v2: the rise of the logit lens's top-5 overlap (second half minus first) is
+    larger than on the untrained control, problem by problem (v1 holds on the control too)."""
+    model, control = model_session.depth, control_session.depth
+    trace = model.refinement_trace()
+    result, table = versus_control.cso4v2_refines_more_than_control(
+        trace, control.refinement_trace(), model_session.name, control_session.name, "logit", model.problems.name
+    )
+    fig = partial(figures.model_vs_control_curves, result, table, "mean", "top-5 overlap of the logit lens with the final top-5",
+                  "second half refines more than in the untrained control")
+    publish(result, table, fig, trace)

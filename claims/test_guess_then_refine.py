@@ -6,7 +6,7 @@ from functools import partial
 
 import pytest
 
-from harness.claims import gtr, gtr_facts, gtr_lens, gtr_pos
+from harness.claims import gtr, gtr_facts, gtr_lens, gtr_pos, versus_control
 from harness.report import figures, figures_lens
 from harness.report.figures_rank import earliest_layer_curves
 
@@ -114,3 +114,37 @@ def test_gtr7_frequent_guesses_survive_downweighted_tuned_lens(model_session, ne
         standard_trace, weighted_trace, model_session.frequency, model_session.name, label, model_session.corpus.name
     )
     publish(result, table, partial(figures_lens.top10_share_curves, result, table), standard_trace, lenses=[standard, weighted])
+
+
+# --------------------------------------------------------------------------- v2
+
+
+def test_gtr7v2_frequent_guesses_exist_and_survive_downweighting(model_session, need_lens, publish):
+    """GTR-7 v2: v1, plus the sub-check v1 lacks: under the down-weighted lens early top-1
+    tokens are Top-10 tokens more often than final predictions are (an untrained network,
+    with no frequent early guesses at all, passes v1 trivially).
+
+    Control: as GTR-7."""
+    standard = need_lens(lambda: model_session.trained_lens("standard"))
+    weighted = need_lens(lambda: model_session.trained_lens("downweight-frequent"))
+    standard_trace, weighted_trace = model_session.prefix_trace_for(standard), model_session.prefix_trace_for(weighted)
+    label = model_session.lens_label("tuned") + "-vs-downweighted"
+    result, table = gtr_lens.gtr7v2_frequent_guesses_exist_and_survive(
+        standard_trace, weighted_trace, model_session.frequency, model_session.name, label, model_session.corpus.name
+    )
+    publish(result, table, partial(figures_lens.top10_share_curves, result, table), standard_trace, lenses=[standard, weighted])
+
+
+@pytest.mark.versus_control
+def test_gtr2v2_early_guesses_flip_less_than_untrained(model_session, control_session, lens_name, need_lens, publish):
+    """GTR-2 v2: the model flips fewer of its early Top-10 guesses than its untrained
+    control does on the same prefixes (v1's flip rate above 0.6 holds on the control too)."""
+    need_lens(lambda: control_session.lens(lens_name))
+    trace = model_session.prefix_trace(lens_name)
+    result, table = versus_control.gtr2v2_flips_fewer_than_control(
+        trace, control_session.prefix_trace(lens_name), model_session.frequency, model_session.name,
+        control_session.name, model_session.lens_label(lens_name), model_session.corpus.name,
+    )
+    fig = partial(figures.model_vs_control_curves, result, table, "flip_rate", "flip rate of Top-10 guesses (lens top-1 ≠ final)",
+                  "early guesses flip less than in the untrained control")
+    publish(result, table, fig, trace)

@@ -67,8 +67,11 @@ def _train_lens(args) -> int:
     down-weighted one with --weighting both), or report the cached ones. The default recipe
     on a CPU is the closed form (ridge least squares on every token of the training split; one
     forward pass fits both lenses)."""
-    from harness.lens_training import WEIGHTINGS
+    from harness.data.prose import WIKIPEDIA_FILE
+    from harness.data.sources import DataSourceError, resolve_data
+    from harness.lens_training import WEIGHTINGS, CorpusTooSmall
     from harness.models import UnknownModel, resolve
+    from harness.path_checks import PathOptions, path_problems
     from harness.session import ModelSession, RunConfig
 
     try:
@@ -76,17 +79,36 @@ def _train_lens(args) -> int:
     except UnknownModel as err:
         print(f"depth-claims train-lens: {err}", file=sys.stderr)
         return 2
-    if args.data_dir is not None and not args.data_dir.is_dir():
-        print(f"depth-claims train-lens: --data-dir {args.data_dir} is not a folder.", file=sys.stderr)
+    data = tuple(n.strip() for value in args.data or [] for n in value.split(",") if n.strip())
+    problems, prose = [], ()
+    try:
+        prose = resolve_data(data).get("prose", ())
+    except DataSourceError as err:
+        problems.append(str(err))
+    if data and not prose and not problems:
+        problems.append(f"--data {', '.join(data)} names no prose source (a lens is trained on prose): e.g. --data wikipedia.")
+    files = {"prose": args.prose} if args.prose is not None else {}
+    problems += path_problems(PathOptions(data_files=files))  # the file parses; the cache folder takes files
+    if args.data_dir is not None and not files and not prose and not (args.data_dir / WIKIPEDIA_FILE).is_file():
+        problems.append(f"--data-dir {args.data_dir} has no {WIKIPEDIA_FILE}: point it at a copy of ../shared/data, or use --data wikipedia or --prose FILE.")
+    if args.frequency_tokens is not None and args.frequency_tokens < 1:
+        problems.append(f"--frequency-tokens must be a positive integer, got {args.frequency_tokens}.")
+    if problems:
+        print("depth-claims train-lens: " + "\n".join(problems), file=sys.stderr)
         return 2
     config = RunConfig(
         models=(args.model,), device=args.device, dtype=args.dtype, data_dir=args.data_dir,
+        data=tuple(src.name for src in prose), data_files=tuple(files.items()), frequency_tokens=args.frequency_tokens,
         trace_cache=None, lens_recipe=args.recipe, train_lens=True,
     )
     session = ModelSession(config, args.model)
     weightings = list(WEIGHTINGS) if args.weighting == "both" else [args.weighting]
     for weighting in weightings:
-        lens = session.trained_lens(weighting)
+        try:
+            lens = session.trained_lens(weighting)
+        except (CorpusTooSmall, DataSourceError) as err:
+            print(f"depth-claims train-lens: {err}", file=sys.stderr)
+            return 2
         record = lens.training_record or {}
         print(f"{weighting} tuned lens for {session.name}: {lens.source['key']}")
         closed = record.get("closed_form")
@@ -120,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     train = sub.add_parser("train-lens", help="train the tuned lenses of a model (cached; resumable)", description=_train_lens.__doc__)
     train.add_argument("--model", default=DEFAULT_MODEL, help=f"model name, hub id or local folder (default {DEFAULT_MODEL})")
     train.add_argument("--data-dir", type=Path, default=None, help="folder laid out like ../shared/data: train on its Wikipedia paragraphs (default: the embedded prose)")
+    train.add_argument("--data", action="append", metavar="NAME", help="a named prose source to train on, e.g. wikipedia or wikitext103 (streamed from the hub; harness/data/sources.py)")
+    train.add_argument("--prose", type=Path, default=None, metavar="FILE", help='train on a JSON Lines file of {"id", "text"} paragraphs')
+    train.add_argument("--frequency-tokens", type=int, default=None, help="tokens of the prose the frequency ranks (GTR-7's weighting) count (default: the whole corpus; 10M of a hub source)")
     train.add_argument(
         "--recipe", default="auto", choices=["auto", *RECIPES],
         help="auto: 'paper' on a GPU (SGD from the closed form), 'closed-form' on CPU (ridge least squares on the whole training split, no SGD); "

@@ -157,6 +157,27 @@ DOWNWEIGHT_FREQUENT: dict[str, float] = {"Top-10": 0.1, "Top-100": 0.5, "Top-100
 WEIGHTINGS: dict[str, dict[str, float] | None] = {"standard": None, "downweight-frequent": DOWNWEIGHT_FREQUENT}
 
 
+MAX_PASSES = 4  # an SGD recipe may read its training tokens at most this many times
+
+
+class CorpusTooSmall(ValueError):
+    """An SGD recipe would cycle the training text more than MAX_PASSES times."""
+
+
+def check_passes(data: "LensData", recipe: Recipe) -> None:
+    """Refuse a recipe whose SGD steps would read the packed training split more than
+    MAX_PASSES times (the ``paper`` recipe reads 65.5M tokens; the embedded prose has ~32k)."""
+    wanted = recipe.steps * recipe.tokens_per_step
+    have = int(data.train.numel())
+    if wanted > MAX_PASSES * have:
+        raise CorpusTooSmall(
+            f"The {recipe.name!r} lens recipe reads {wanted:,} training tokens, {wanted / max(have, 1):,.0f} passes over the "
+            f"{have:,} training tokens of {data.name} (at most {MAX_PASSES}). Train it on a large prose source: add "
+            "`--data wikipedia` (streams English Wikipedia from the hub; the lens reads as many paragraphs as it needs), "
+            "or use `--lens-recipe closed-form`."
+        )
+
+
 def resolve_recipe(name: str, device: torch.device) -> Recipe:
     """``auto``: the paper's recipe on a GPU, ``closed-form`` on CPU."""
     if name == "auto":
@@ -549,6 +570,7 @@ def train_lens(
     step moves every layer's output alike, whatever the scale of its input (without it, a
     layer's effective step grows with ``|h_l|^2``: the embeddings barely move and the last
     layers overshoot)."""
+    check_passes(data, recipe)
     weights = WEIGHTINGS[weighting]
     lens = TunedLens(loaded, None if init is None else copy.deepcopy(init), alignment="correct")
     params = list(lens.translators.parameters())
@@ -745,9 +767,10 @@ def lens_folder(loaded: LoadedModel, data: LensData, recipe: Recipe, weighting: 
     return root / loaded.spec.slug / f"{recipe.name}-{weighting}-{lens_key(loaded, data, recipe, weighting)}"
 
 
-def train_command(model: str, data_dir: Path | None, recipe: Recipe, weighting: str) -> str:
-    parts = ["depth-claims train-lens", f"--model {model}", f"--recipe {recipe.name}"]
-    if data_dir is not None:
+def train_command(model: str, data_dir: Path | None, recipe: Recipe, weighting: str, data_options: tuple[str, ...] = ()) -> str:
+    """``data_options``: the run's prose options (``--data wikipedia``, ``--prose FILE``)."""
+    parts = ["depth-claims train-lens", f"--model {model}", f"--recipe {recipe.name}", *data_options]
+    if data_dir is not None and not data_options:
         parts.append(f"--data-dir {data_dir}")
     if weighting != "standard":
         parts.append(f"--weighting {weighting}")
@@ -766,6 +789,7 @@ def obtain_lens(
     data_dir: Path | None = None,
     root: Path | None = None,
     closed_form: Callable[[], ClosedForm] | None = None,
+    data_options: tuple[str, ...] = (),
 ) -> TunedLens:
     """The self-trained lens for (model, corpus, recipe, weighting): from the cache, else
     fitted now when ``train`` (:func:`fit_lens`, then its held-out KL table and convergence
@@ -782,7 +806,7 @@ def obtain_lens(
     if not train:
         raise TunedLensMissing(
             f"No {weighting} tuned lens for {loaded.spec.name} (recipe {recipe.name}, data {data.name}) in "
-            f"{folder.parent}. Train it with `{train_command(loaded.spec.name, data_dir, recipe, weighting)}` "
+            f"{folder.parent}. Train it with `{train_command(loaded.spec.name, data_dir, recipe, weighting, data_options)}` "
             "or rerun pytest with --train-lens."
         )
     # One process trains a lens folder; one that waited here for it reads the lens it made.
@@ -797,6 +821,7 @@ def obtain_lens(
 def _train_into(folder: Path, loaded: LoadedModel, backend, data: LensData, recipe: Recipe, weighting: str,
                 freq: FrequencyTable | None, alignment: str, closed_form: Callable[[], ClosedForm] | None) -> None:
     """Fit the lens (:func:`fit_lens`), measure it on held-out text and save it to ``folder``."""
+    check_passes(data, recipe)  # before the closed form's forward pass
     checkpoint = folder.with_name(f".{folder.name}.checkpoint.pt")
     eval_ids = data.held_out[: recipe.eval_sequences]
     lens, record = fit_lens(loaded, backend, data, recipe, weighting, freq, checkpoint, alignment, eval_ids, closed_form)

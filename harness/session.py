@@ -25,10 +25,13 @@ from harness.claims import gtr, gtr_facts, gtr_pos
 from harness.data import pos
 from harness.data.choices import load_choice_tasks
 from harness.data.facts import FactSet, load_facts
+from harness.data.math import ProblemSet, load_problems
 from harness.data.prose import Corpus, DataMissing, load_prose
-from harness.frequency import FrequencyTable, token_frequencies
+from harness.data.sources import DataChoice, prose_stream, resolve_data
+from harness.frequency import DEFAULT_FREQUENCY_TOKENS, FrequencyTable, token_frequencies
 from harness.interventions.measurements import DepthMeasurements
 from harness.lens_training import (
+    MAX_PASSES,
     WEIGHTINGS,
     ClosedForm,
     RowFit,
@@ -44,7 +47,7 @@ from harness.lens_training import (
 )
 from harness.fidelity import LensFidelity, lens_fidelity
 from harness.lenses import LENS_NAMES, Lens, LogitLens, make_lens
-from harness.models import load_model, resolve
+from harness.models import load_model, load_remote_model, resolve
 from harness.report.outputs import ReportWriter
 from harness.shared_pass import capture_shared
 from harness.trace import ENGINE_VERSION, CapturedRows, LayerTrace, TraceEngine, TraceRequest
@@ -60,12 +63,16 @@ class RunConfig:
     """The options of one run (from pytest's command line or the CLI)."""
 
     models: tuple[str, ...]
+    revision: str | None = None  # --revision: of the hub models in models (NAME@REV in a name does the same)
     lenses: tuple[str, ...] = ("logit",)
     device: str = "auto"
     dtype: str = "auto"
     batch_size: int = 8
     max_examples: int | None = None
     data_dir: Path | None = None
+    data: tuple[str, ...] = ()  # --data: named sources (harness/data/sources.py); kinds not named use data_dir or the fixtures
+    data_files: tuple[tuple[str, Path], ...] = ()  # (kind, file): --prose/--facts/--choices/--problems
+    frequency_tokens: int | None = None  # tokens the frequency ranks count (None: the corpus, or DEFAULT_FREQUENCY_TOKENS of a hub source)
     trace_cache: Path | None = None  # None: no cache
     report_dir: Path = Path("reports")
     backend: str = "transformers"
@@ -90,7 +97,11 @@ class ModelSession:
     def __init__(self, config: RunConfig, model_name: str):
         self.config = config
         started = time.perf_counter()
-        self.loaded = load_model(resolve(model_name), device=config.device, dtype=config.dtype)
+        spec = resolve(model_name, config.revision)
+        if config.remote:  # NDIF holds the weights: config and tokenizer only, the model on the meta device
+            self.loaded = load_remote_model(spec, dtype=config.dtype)
+        else:
+            self.loaded = load_model(spec, device=config.device, dtype=config.dtype)
         self.load_seconds = time.perf_counter() - started
         self.cache = TraceCache(config.trace_cache) if config.trace_cache is not None else None
         self.backend = make_backend(config.backend, self.loaded, remote=config.remote)
@@ -108,12 +119,65 @@ class ModelSession:
         return self.loaded.spec.name
 
     @cached_property
+    def data_choice(self) -> DataChoice:
+        return DataChoice(dict(self.config.data_files), resolve_data(self.config.data))
+
+    @property
+    def _prose_source(self):
+        """The hub source of the prose, when --data names one and no --prose file overrides it."""
+        choice = self.data_choice
+        return None if "prose" in choice.files else (choice.sources.get("prose") or (None,))[0]
+
+    @cached_property
+    def data_sources(self) -> dict[str, str]:
+        """Per kind, the file or the hub source (id, config, split, full revision) this run
+        reads instead of --data-dir or the fixtures; recorded in every result's provenance."""
+        choice = self.data_choice
+        named = {kind: " + ".join(src.provenance for src in srcs) for kind, srcs in choice.sources.items()}
+        return {**named, **{kind: str(path) for kind, path in choice.files.items()}}
+
+    @property
+    def _prose_options(self) -> tuple[str, ...]:
+        """The options that choose this run's prose, for the train-lens command it prints."""
+        choice = self.data_choice
+        if "prose" in choice.files:
+            return (f"--prose {choice.files['prose']}",)
+        return tuple(f"--data {src.name}" for src in choice.sources.get("prose", ()))
+
+    @cached_property
     def corpus(self) -> Corpus:
-        return load_prose(self.config.data_dir)
+        """--prose FILE, else the --data prose source, else --data-dir's Wikipedia, else the embedded prose."""
+        return self.data_choice.load("prose") or load_prose(self.config.data_dir)
 
     @cached_property
     def frequency(self) -> FrequencyTable:
-        return token_frequencies(self.loaded.tokenizer, self.corpus, self.loaded.vocab_size)
+        """Frequency ranks over the prose: a hub source is streamed past the claims' paragraphs
+        up to --frequency-tokens (default DEFAULT_FREQUENCY_TOKENS); a file or the fixtures are
+        counted whole (or up to --frequency-tokens)."""
+        src, budget = self._prose_source, self.config.frequency_tokens
+        if src is None:
+            return token_frequencies(self.loaded.tokenizer, self.corpus, self.loaded.vocab_size, max_tokens=budget)
+        return token_frequencies(
+            self.loaded.tokenizer, self.corpus, self.loaded.vocab_size, max_tokens=budget or DEFAULT_FREQUENCY_TOKENS,
+            stream=lambda: prose_stream(src),
+        )
+
+    @cached_property
+    def lens_corpus(self) -> Corpus:
+        """The text a self-trained lens is fitted on: the claims' corpus, extended from a
+        streamed prose source with as many paragraphs as the recipe's SGD steps need to read
+        it at most MAX_PASSES times (``check_passes`` refuses a corpus that is too small)."""
+        src, recipe = self._prose_source, self.lens_recipe
+        wanted_words = recipe.steps * recipe.tokens_per_step / MAX_PASSES / 0.85  # >= 1 token a word, 10% held out
+        if src is None or self.corpus.n_words >= wanted_words:
+            return self.corpus
+        paragraphs, words = [], 0
+        for para in prose_stream(src):
+            paragraphs.append(para)
+            words += len(para.text.split())
+            if words >= wanted_words:
+                break
+        return Corpus(f"{self.corpus.name}-{len(paragraphs)}p", tuple(paragraphs), self.corpus.source)
 
     def lens(self, name: str) -> Lens:
         """A ``--lens`` by name. ``tuned``: the lens ``--tuned-lens`` names, else the model's
@@ -143,9 +207,9 @@ class ModelSession:
         key = f"trained:{weighting}"
         if key not in self._lenses:
             self._lenses[key] = obtain_lens(
-                self.loaded, self.backend, self.corpus, self.lens_recipe, weighting, self.frequency,
+                self.loaded, self.backend, self.lens_corpus, self.lens_recipe, weighting, self.frequency,
                 train=self.config.train_lens, alignment=self.config.lens_alignment, data_dir=self.config.data_dir,
-                closed_form=lambda: self._closed_form(weighting),
+                closed_form=lambda: self._closed_form(weighting), data_options=self._prose_options,
             )
         return self._lenses[key]
 
@@ -159,7 +223,7 @@ class ModelSession:
 
     @cached_property
     def _lens_data(self):
-        return pack_corpus(self.corpus, self.loaded.tokenizer, self.lens_recipe.seq_len)
+        return pack_corpus(self.lens_corpus, self.loaded.tokenizer, self.lens_recipe.seq_len)
 
     def _closed_form(self, weighting: str) -> ClosedForm:
         """The closed-form fit of ``weighting``; one forward pass fits every lens this run
@@ -331,8 +395,12 @@ class ModelSession:
 
     @cached_property
     def facts(self) -> FactSet:
-        """Facts from --data-dir when it has some (MQuAKE or facts/facts.jsonl), else the
-        embedded ones: ../shared/data has none, and the result names the data it used."""
+        """--facts FILE, else the --data facts source, else facts from --data-dir when it has
+        some (MQuAKE or facts/facts.jsonl), else the embedded ones: ../shared/data has none,
+        and the result names the data it used."""
+        chosen = self.data_choice.load("facts")
+        if chosen is not None:
+            return chosen
         try:
             return load_facts(self.config.data_dir)
         except DataMissing as err:
@@ -355,8 +423,18 @@ class ModelSession:
 
     @cached_property
     def choice_rows(self) -> gtr.ChoiceRows:
-        tasks, name = load_choice_tasks(self.config.data_dir)
+        chosen = self.data_choice.load("choices")
+        if chosen is not None:
+            tasks, name = chosen, self.data_choice.name("choices")
+        else:
+            tasks, name = load_choice_tasks(self.config.data_dir)
         return gtr.choice_request(tasks, self.loaded.tokenizer, name, self.config.max_examples)
+
+    @cached_property
+    def problems(self) -> ProblemSet:
+        """The CSO word problems: --problems FILE, else the --data source (gsm8k), else
+        --data-dir's gsm8k/test.jsonl, else the embedded ones."""
+        return self.data_choice.load("problems") or load_problems(self.config.data_dir)
 
     def choice_trace(self, lens_name: str) -> LayerTrace:
         """The GTR-5 trace: last position of each few-shot prompt, scored on the options."""
@@ -394,5 +472,6 @@ class ModelSession:
                 {"compared": [lens.identity for lens in lenses]} if lenses
                 else self.lens(lens_name).identity if lens_name and lens_name != "none" else None
             ),
+            **({"data_sources": self.data_sources} if self.data_sources else {}),
             **(data or {}),
         }

@@ -41,3 +41,22 @@ def test_table_is_cached_with_its_corpus_and_token_count(tmp_path):
     np.testing.assert_array_equal(first.counts, again.counts)
     assert again.ranks[ord("a")] == 1 and again.bucket_of_id[ord("a")] == 0
     assert again.bucket_of_id[ord("z")] == 3  # never seen: Rest
+
+
+def test_token_budget_stops_at_exactly_that_many_tokens(tmp_path):
+    counts = count_tokens(_CharTokenizer(), CORPUS, 256, max_tokens=5)  # "aaab" then "a" of "ab c"
+    assert counts.sum() == 5 and counts[ord("a")] == 4 and counts[ord("b")] == 1
+    table = token_frequencies(_CharTokenizer(), CORPUS, 256, cache_dir=tmp_path, max_tokens=5)
+    assert table.provenance["n_tokens"] == 5 and table.provenance["max_tokens"] == 5
+    whole = token_frequencies(_CharTokenizer(), CORPUS, 256, cache_dir=tmp_path)
+    assert whole.n_tokens == 8 and len(list(tmp_path.glob("*.npz"))) == 2  # one cached table per budget
+
+
+def test_a_streamed_source_is_counted_past_the_claims_paragraphs(tmp_path):
+    """A hub source's frequencies read its stream (here twice the claims' text) up to the budget."""
+    stream = lambda: iter(CORPUS.paragraphs * 3)  # noqa: E731
+    table = token_frequencies(_CharTokenizer(), CORPUS, 256, cache_dir=tmp_path, max_tokens=20, stream=stream)
+    assert table.n_tokens == 20 and table.counts[ord("a")] == 11  # 3 + 1 + ... : a=4 per 8 tokens, 2.5 copies
+    assert table.corpus == "letters"
+    again = token_frequencies(_CharTokenizer(), CORPUS, 256, cache_dir=tmp_path, max_tokens=20, stream=lambda: iter(()))
+    assert again.n_tokens == 20  # read from the cache, keyed by the source and the budget

@@ -173,6 +173,40 @@ def test_a_version_change_is_never_compared_number_by_number():
     assert "--snapshot-update" in message
 
 
+def test_a_changed_parameter_without_a_version_bump_fails_and_says_so():
+    """The definition digest covers threshold, direction, min_n and Claim.parameters: changing
+    one (here a sample size) under the same version is caught before any number is compared."""
+    claim = replace(CLAIM, parameters={"prompts": 16})
+    changed = replace(claim, parameters={"prompts": 32})
+    assert claim.definition_digest != changed.definition_digest
+    assert replace(claim, statement="reworded").definition_digest == claim.definition_digest
+    assert replace(claim, threshold=0.6).definition_digest != claim.definition_digest
+    ok, message = _check(_value(definition=claim.definition_digest), _value(definition=changed.definition_digest))
+    assert not ok
+    assert message.startswith("TEST-1 v3 [m · logit · d]: the claim's definition changed")
+    assert f"digest {claim.definition_digest} in the snapshot, {changed.definition_digest} in the code" in message
+    assert "Bump TEST-1's Claim.version" in message
+    assert _check(_value(definition=claim.definition_digest), _value(definition=claim.definition_digest))[0]
+
+
+def test_every_recorded_snapshot_carries_its_claims_current_definition():
+    """A recorded snapshot of the default model (and its control) whose version matches the
+    code must carry the claim's definition digest: parameters cannot drift unnoticed."""
+    from harness.report.snapshots import _claim_of
+
+    paths = sorted((ROOT / "claims" / "recorded_snapshots").rglob("*.json"))
+    assert paths
+    for path in paths:
+        value = json.loads(path.read_text())
+        claim = _claim_of(value["claim"])
+        assert claim is not None, f"{path}: no registered claim {value['claim']}"
+        if claim.version == value["version"]:
+            assert value.get("definition") == claim.definition_digest, (
+                f"{path}: definition digest {value.get('definition')}, the code's is {claim.definition_digest}: a "
+                f"parameter of {claim.id} changed without a version bump"
+            )
+
+
 def test_verdict_n_nan_and_shape_changes_fail():
     assert "verdict changed: expected 'replicated', got 'inconclusive'" in _check(_value(), _value(verdict="inconclusive"))[1]
     assert "n changed: expected 40, got 41" in _check(_value(), _value(n=41))[1]

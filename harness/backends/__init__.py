@@ -15,6 +15,11 @@ BACKENDS = ("transformers", "nnsight")
 
 
 def make_backend(name: str, loaded: "LoadedModel", remote: bool = False) -> "Backend":
+    if loaded.weightless and not (name == "nnsight" and remote is True):
+        raise ValueError(
+            f"{loaded.spec.name} was built without weights for NDIF (load_remote_model): it runs only through "
+            "--backend nnsight --remote. Load it with load_model to run it here."
+        )
     if name == "transformers":
         if remote:
             raise ValueError("--remote runs through nnsight on NDIF: add --backend nnsight.")

@@ -23,6 +23,10 @@ wrapping the already loaded module; ``LanguageModel`` is a deprecated alias):
   by mutating an outer list, so the same body runs on NDIF (``remote=True``), where
   the body is shipped and only saved values come back, and in nnsight's local
   simulation of that path (``remote="local"``).
+- Without local weights (``--remote``, :func:`harness.models.loading.load_remote_model`):
+  the wrapped module is the model built from its config on the meta device. nnsight
+  addresses modules by path, so the trace body it ships names NDIF's real modules; no
+  local forward runs, and a module called here raises ``RemoteOnly``.
 - Gradients: a local trace runs the model and the trace body on one thread (greenlets,
   not OS threads), so grad mode is the caller's and ``record.resid`` keeps its
   autograd graph -- integrated gradients work. A remote run returns plain tensors
@@ -102,12 +106,14 @@ def wrap_model(loaded: LoadedModel):
         real = isinstance(tokenizer, PreTrainedTokenizerBase)
     except ImportError:  # pragma: no cover
         real = False
+    # A weightless model stays on the meta device (the pipeline nnsight builds would move it).
+    where = {"device": "meta"} if loaded.weightless else {}
     if not real:
         tokenizer = _IdsOnlyTokenizer(getattr(tokenizer, "pad_token_id", None))
-        return TransformersModel(loaded.model, tokenizer=tokenizer, task="text-generation")
+        return TransformersModel(loaded.model, tokenizer=tokenizer, task="text-generation", **where)
     padding_side, pad_token = tokenizer.padding_side, tokenizer.pad_token
     try:
-        return TransformersModel(loaded.model, tokenizer=tokenizer, task="text-generation")
+        return TransformersModel(loaded.model, tokenizer=tokenizer, task="text-generation", **where)
     finally:
         tokenizer.padding_side = padding_side
         if pad_token is None:
@@ -200,6 +206,13 @@ class NNsightBackend(Backend):
             from nnsight.schema.config import CONFIG
 
             CONFIG.API.APIKEY = key  # what nnsight's RemoteBackend sends
+        if loaded.weightless and self.remote is not True:
+            raise ValueError(
+                f"{loaded.spec.name} was built without weights for NDIF: only remote=True can run it "
+                f"(remote={self.remote!r} would run it here, where it has no weights)."
+            )
+        # The loaded module itself, so nnsight never loads anything: with --remote it is the
+        # meta-device tree of load_remote_model, by which nnsight addresses NDIF's copy.
         self.nn_model = wrap_model(loaded)
         if self.remote is True:
             # The remote model key: the hub id (and pinned revision) NDIF knows it by.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -81,6 +83,17 @@ def snapshot_tolerances(
 
 
 @dataclass(frozen=True)
+class CurveSpec:
+    """Which curves of a claim's table its snapshot keeps: one curve per combination of the
+    ``by`` columns, ``value`` along ``x`` (in table order); ``where`` selects rows."""
+
+    x: str
+    value: str
+    by: tuple[str, ...] = ()
+    where: Mapping[str, object] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
 class Claim:
     """A published claim, pinned down as a statistic with a threshold.
 
@@ -100,10 +113,36 @@ class Claim:
     # below it, or when it could not be computed at all, the verdict is "inconclusive" with
     # the counts that fell short (ClaimResult.too_little_data), never replicated or contradicted.
     min_n: int = 1
+    # True for a v2 claim whose statistic compares the model with its untrained control
+    # (harness/claims/versus_control.py): it runs on the trained model only, needs the control.
+    compares_with_control: bool = False
+    # Every other number that changes the statistic's value (sample sizes, k, seeds, cut-offs),
+    # by name. With threshold, direction and min_n it makes up ``definition_digest``, which
+    # the snapshots compare: a change here without a version bump fails with a message saying so.
+    parameters: Mapping[str, object] = field(default_factory=dict, hash=False)
+    # The per-layer (or per-k) curves of the claim's table that its snapshot keeps; none
+    # named: harness/report/snapshots.py picks them from the table's columns.
+    curves: tuple[CurveSpec, ...] = ()
     # Snapshot tolerances (harness/report/snapshots.py), by field: "statistic", "ci_low",
     # "ci_high", "n", "subchecks", "curves", or a curve name or its leading part
     # ("share", "share/Top-10"); the longest matching key wins, DEFAULT_TOLERANCE otherwise.
     tolerances: Mapping[str, Tolerance] = field(default_factory=dict, hash=False)
+
+    @property
+    def definition(self) -> dict:
+        """What decides this claim's numbers and verdict, as JSON-ready values (the wording
+        of ``statement`` and ``statistic`` is left out: rewording is not redefining)."""
+        return json.loads(json.dumps(
+            {"threshold": self.threshold, "direction": self.direction, "min_n": self.min_n,
+             "parameters": dict(self.parameters)},
+            sort_keys=True, default=repr,
+        ))
+
+    @property
+    def definition_digest(self) -> str:
+        """A short hash of :attr:`definition`, recorded in every snapshot."""
+        text = json.dumps(self.definition, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def tolerance(self, name: str) -> Tolerance:
         """The tolerance of one snapshot field or curve (``"share/Top-10"`` falls back to

@@ -19,6 +19,7 @@ from harness.claims.base import (
     DECISIONS,
     Claim,
     ClaimResult,
+    CurveSpec,
     SubCheck,
     register,
     snapshot_tolerances,
@@ -43,6 +44,10 @@ TOP_K_OVERLAP = 5
 # probabilities stays below MIN_EFFECT never matter and are left out.
 MATTERS_SHARE = 0.5
 MIN_EFFECT = 0.01
+# CSO-3: skipping a second-half layer on every token must still change the output by more than this (L2).
+OUTPUT_CHANGE_THRESHOLD = 0.1
+# CSO-4: the overlap is "low" in the first half below this, "high" at the end above this.
+LOW_OVERLAP, HIGH_OVERLAP = 0.5, 0.5
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,9 @@ class Sizes:
         )
 
 
+SIZES = Sizes()
+
+
 def halves(n_layers: int) -> tuple[np.ndarray, np.ndarray]:
     """Block indices of the first and the second half of the depth."""
     mid = n_layers // 2
@@ -94,6 +102,8 @@ CSO_1 = register(
         paper_value="Llama-3.1-70B: the relative contribution drops by about half after the middle layer",
         # Norm ratios of activations: max |diff| 1e-7 (1 vs 2 threads), 7e-7 (float32 vs float64),
         # relative <= 3e-7; bfloat16 moved them by up to 8e-3 (benchmarks/snapshot_variation.py).
+        parameters={"prompts": SIZES.contributions},
+        curves=(CurveSpec("layer", "mean", ("measure", "part")),),
         tolerances=snapshot_tolerances(statistic=CONTINUOUS, curves=CONTINUOUS),
     )
 )
@@ -112,6 +122,8 @@ CSO_2 = register(
         paper_value="no claim: the paper reads negative values as erasure and shows the curve",
         # Cosines: max |diff| 1e-8 (threads), 5.7e-8 (float32 vs float64); near-zero cosines move by
         # 3.5e-5 relative, hence the absolute floor; bfloat16 moved them by up to 2e-3.
+        parameters={"prompts": SIZES.contributions},
+        curves=(CurveSpec("layer", "mean", ("measure", "part")),),
         tolerances=snapshot_tolerances(statistic=CONTINUOUS, curves=CONTINUOUS),
     )
 )
@@ -136,11 +148,14 @@ CSO_3 = register(
         paper_value="Llama-3.1-70B: first-half skips change later layers by up to ~100%, second-half skips by little",
         # Relative changes under layer skips: max |diff| 8.4e-7 (threads), 1.2e-6 (float32 vs
         # float64) on numbers up to ~1; bfloat16 moved them by up to 0.06.
+        parameters={"prompts": SIZES.skip, "positions_per_prompt": SIZES.skip_positions, "output_change_threshold": OUTPUT_CHANGE_THRESHOLD},
+        curves=(
+            CurveSpec("affected_layer", "mean", ("variant", "measure", "skipped_layer"), {"measure": "relative_change"}),
+            CurveSpec("skipped_layer", "mean", ("variant", "measure"), {"measure": "output_change"}),
+        ),
         tolerances=snapshot_tolerances(statistic=CONTINUOUS, curves=CONTINUOUS),
     )
 )
-OUTPUT_CHANGE_THRESHOLD = 0.1
-
 CSO_4 = register(
     Claim(
         id="CSO-4",
@@ -161,13 +176,13 @@ CSO_4 = register(
         paper_value="Llama-3.1-70B: overlap near 0 up to the middle layer, then rising to near 1",
         # Top-5 overlaps are top-k decisions (never moved but in bfloat16: up to 0.013); the KL curve
         # is continuous: max |diff| 3e-7 (threads, batch size, float64).
+        parameters={"prompts": SIZES.refinement, "top_k": TOP_K_OVERLAP, "low_overlap": LOW_OVERLAP, "high_overlap": HIGH_OVERLAP},
+        curves=(CurveSpec("layer", "mean", ("measure",)),),
         tolerances=snapshot_tolerances(
             statistic=DECISIONS, curves=DECISIONS, **{"mean/kl_final_to_lens": CONTINUOUS}
         ),
     )
 )
-LOW_OVERLAP, HIGH_OVERLAP = 0.5, 0.5
-
 CSO_5 = register(
     Claim(
         id="CSO-5",
@@ -188,6 +203,8 @@ CSO_5 = register(
         paper_value="Llama-3.1-70B, 5 + 7 + 5 + 3 + 1 + 7 = 28: all tokens matter up to about the same layer",
         # Spearman of last mattering layers (thresholded decisions: DECISIONS); the erasure effects
         # are continuous like CSO-3's skip effects (max |diff| 1.2e-6). CSO-5 itself not measured.
+        parameters={"digit_sums": SIZES.maps, "baseline_prompts": SIZES.baseline_prompts, "matters_share": MATTERS_SHARE, "min_effect": MIN_EFFECT},
+        curves=(CurveSpec("layer", "value", ("measure", "prompt", "position")),),
         tolerances=snapshot_tolerances(statistic=DECISIONS, curves=CONTINUOUS),
     )
 )
@@ -209,6 +226,8 @@ CSO_6 = register(
         paper_value="Llama-3.1-70B: the two maps show the same layers and tokens",
         # Rank correlations (DECISIONS); the attributions are gradients (CONTINUOUS). CSO-6 itself
         # not measured, nor gradients on a GPU, where a backward pass may use atomics.
+        parameters={"digit_sums": SIZES.gradient_maps, "ig_steps": SIZES.ig_steps, "baseline_prompts": SIZES.baseline_prompts, "matters_share": MATTERS_SHARE, "min_effect": MIN_EFFECT},
+        curves=(CurveSpec("layer", "value", ("measure", "prompt", "position")),),
         tolerances=snapshot_tolerances(statistic=DECISIONS, curves=CONTINUOUS),
     )
 )
@@ -321,17 +340,31 @@ def topk_overlap(trace: LayerTrace, k: int = TOP_K_OVERLAP) -> np.ndarray:
     return (top[:, :, :, None] == final[None, :, None, :]).any(-1).mean(-1)
 
 
+def per_prompt_means(trace: LayerTrace, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The trace's prompts and [prompts, L + 1] means over each prompt's positions of [L + 1, rows] values."""
+    prompts = np.unique(trace.example)
+    return prompts, np.stack([values[:, trace.example == p].mean(1) for p in prompts])
+
+
+def overlap_per_prompt(trace: LayerTrace) -> tuple[np.ndarray, np.ndarray]:
+    """The prompts and their top-5 overlap with the final top-5, [prompts, L + 1]."""
+    return per_prompt_means(trace, topk_overlap(trace))
+
+
+def overlap_rise(overlap: np.ndarray, n_layers: int) -> np.ndarray:
+    """Per prompt: rise of the overlap over the second half (h_{L/2} to h_{L-1}) minus over
+    the first (h_0 to h_{L/2}); block inputs only, as in the paper."""
+    mid = n_layers // 2
+    return (overlap[:, n_layers - 1] - overlap[:, mid]) - (overlap[:, mid] - overlap[:, 0])
+
+
 def cso4_second_half_refines(trace: LayerTrace, model: str, lens: str, dataset: str) -> tuple[ClaimResult, pd.DataFrame]:
     n_layers = trace.n_layers
     mid = n_layers // 2
-    prompts = np.unique(trace.example)
-    overlap = topk_overlap(trace)
-    # Per prompt means over positions: [prompts, L + 1].
-    per_prompt = lambda v: np.stack([v[:, trace.example == p].mean(1) for p in prompts])
-    ov, kl = per_prompt(overlap), per_prompt(trace.kl_final)
+    prompts, ov = overlap_per_prompt(trace)
+    _, kl = per_prompt_means(trace, trace.kl_final)
     inputs = ov[:, :n_layers]  # block inputs h_0 .. h_{L-1}, as in the paper
-    rise = (inputs[:, n_layers - 1] - inputs[:, mid]) - (inputs[:, mid] - inputs[:, 0])
-    main = estimate(rise)
+    main = estimate(overlap_rise(ov, n_layers))
     checks = (
         SubCheck("first_half_overlap", f"mean top-5 overlap over h_0 .. h_{{L/2-1}} < {LOW_OVERLAP}",
                  estimate(inputs[:, :mid].mean(1)), LOW_OVERLAP, "below"),

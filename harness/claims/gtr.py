@@ -18,6 +18,7 @@ from harness.claims.base import (
     DECISIONS,
     Claim,
     ClaimResult,
+    CurveSpec,
     SubCheck,
     register,
     snapshot_tolerances,
@@ -30,12 +31,31 @@ from harness.data.tokens import (
     starts_with_special,
     truncate_left,
 )
-from harness.frequency import BUCKETS, FrequencyTable
+from harness.frequency import BUCKET_EDGES, BUCKETS, FrequencyTable
 from harness.metrics import settled_layer
-from harness.stats import bootstrap_mean, bootstrap_ratio, estimate, ratio_estimate
+from harness.stats import Estimate, bootstrap_mean, bootstrap_ratio, estimate, ratio_estimate
 from harness.trace import TARGET_RANKS, LayerTrace, ReductionSpec, TraceRequest
 
 PAPER = "Gupta, Yeung, Anumanchipalli, Ivanova 2025, How Do LLMs Use Their Depth? (arXiv 2510.18871)"
+
+# GTR-5: an option is "shortlisted" when it is among the lens's top SHORTLIST_K tokens of
+# the full vocabulary; "clearly later" means more than DECISION_GAP of the depth later.
+SHORTLIST_K = 10
+DECISION_GAP = 0.10
+CHOICE_MAX_TOKENS = 1024  # longer prompts are truncated from the left (question and "Answer:" stay)
+CHOICE_REDUCTIONS = TARGET_RANKS
+
+# Prefix sampling (GTR-1/2/3/6/7): fixed, so the same prompts feed every claim that reads them.
+PREFIX_CUTS_PER_PARAGRAPH = 3
+PREFIX_MAX_TOKENS = 128
+PREFIX_MIN_CONTEXT = 8
+PREFIX_SEED = 0
+
+# What every claim read from the prefix trace depends on: the prefixes and the frequency buckets.
+PREFIX_PARAMETERS = {
+    "prefix_cuts_per_paragraph": PREFIX_CUTS_PER_PARAGRAPH, "prefix_max_tokens": PREFIX_MAX_TOKENS,
+    "prefix_min_context": PREFIX_MIN_CONTEXT, "prefix_seed": PREFIX_SEED, "frequency_buckets": BUCKET_EDGES,
+}
 
 GTR_1 = register(
     Claim(
@@ -55,6 +75,8 @@ GTR_1 = register(
         # Shares of lens top-1 decisions: identical over repeats, 1 vs 2 threads, batch 8 vs 3 or 1,
         # float32 vs float64 (benchmarks/snapshot_variation.py, tiny models and the default model);
         # bfloat16 instead of float32 moved shares by up to 0.14 (tiny models), which must fail.
+        parameters=PREFIX_PARAMETERS,
+        curves=(CurveSpec("layer", "share", ("bucket",)),),
         tolerances=snapshot_tolerances(statistic=DECISIONS, curves=DECISIONS),
     )
 )
@@ -77,6 +99,8 @@ GTR_2 = register(
         "the early layers",
         # Flip rates of top-1 decisions: identical over repeats, threads, batch sizes and float64
         # (as GTR-1); bfloat16 moved them by up to 0.1 (tiny models).
+        parameters=PREFIX_PARAMETERS,
+        curves=(CurveSpec("layer", "flip_rate", ("bucket",)),),
         tolerances=snapshot_tolerances(statistic=DECISIONS, curves=DECISIONS),
     )
 )
@@ -100,22 +124,11 @@ GTR_5 = register(
         # Shortlist / decision layers and the format, shortlist and agreement shares are rank
         # decisions like GTR-1's (which never moved but in bfloat16; GTR-5 itself not measured);
         # the option mass is a probability (continuous numbers moved by at most 1.2e-6).
+        parameters={"shortlist_k": SHORTLIST_K, "decision_gap": DECISION_GAP, "choice_max_tokens": CHOICE_MAX_TOKENS},
+        curves=(CurveSpec("layer", "value", ("metric", "task")),),
         tolerances=snapshot_tolerances(statistic=DECISIONS, curves=DECISIONS, **{"value/option_mass": CONTINUOUS}),
     )
 )
-
-# GTR-5: an option is "shortlisted" when it is among the lens's top SHORTLIST_K tokens of
-# the full vocabulary; "clearly later" means more than DECISION_GAP of the depth later.
-SHORTLIST_K = 10
-DECISION_GAP = 0.10
-CHOICE_MAX_TOKENS = 1024  # longer prompts are truncated from the left (question and "Answer:" stay)
-CHOICE_REDUCTIONS = TARGET_RANKS
-
-# Prefix sampling (GTR-1/2/6): fixed, so the same prompts feed every claim that reads them.
-PREFIX_CUTS_PER_PARAGRAPH = 3
-PREFIX_MAX_TOKENS = 128
-PREFIX_MIN_CONTEXT = 8
-PREFIX_SEED = 0
 
 
 def early_layers(n_layers: int) -> np.ndarray:

@@ -50,6 +50,7 @@ from harness.claims.base import (
     DECISIONS,
     Claim,
     ClaimResult,
+    CurveSpec,
     SubCheck,
     register,
     snapshot_tolerances,
@@ -60,6 +61,9 @@ from harness.data.tokens import TokenBoundaryError, continuation_ids
 from harness.metrics import K_GRID, earliest_layer, settled_layer
 from harness.stats import Estimate, bootstrap_column_means, percentile_interval
 from harness.trace import TARGET_RANKS, LayerTrace, TraceRequest
+
+ANSWER_LENGTHS: tuple[int, ...] = (2, 3)
+K_CHECKED: tuple[int, ...] = (1, 10)
 
 GTR_4 = register(
     Claim(
@@ -84,12 +88,12 @@ GTR_4 = register(
         # Mean earliest layers of gold-rank crossings, rank decisions as in GTR-3 (GTR-1's top-1
         # never moved but in bfloat16; GTR-4 itself not measured); 1e-3 layer is less than one
         # crossing of one fact.
+        parameters={"answer_lengths": ANSWER_LENGTHS, "k": K_CHECKED},
+        curves=(CurveSpec("k", "layer", ("set", "measure", "answer_length", "position")),),
         tolerances=snapshot_tolerances(statistic=DECISIONS, curves=DECISIONS),
     )
 )
 
-ANSWER_LENGTHS: tuple[int, ...] = (2, 3)
-K_CHECKED: tuple[int, ...] = (1, 10)
 MEASURES: tuple[str, ...] = ("earliest", "settled")
 SETS: tuple[str, ...] = ("paired", "kept")
 MIN_PAIRED = GTR_4.min_n  # fewer paired facts of a length: its sub-checks have no value

@@ -4,6 +4,8 @@ trace of each lens: the same prompts, so rows pair up one to one."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 
@@ -13,13 +15,15 @@ from harness.claims.base import (
     DECISIONS,
     Claim,
     ClaimResult,
+    CurveSpec,
+    SubCheck,
     register,
     snapshot_tolerances,
 )
-from harness.claims.gtr import PAPER, early_layers
+from harness.claims.gtr import PAPER, PREFIX_PARAMETERS, early_layers
 from harness.frequency import FrequencyTable
 from harness.lens_training import DOWNWEIGHT_FREQUENT
-from harness.stats import bootstrap_mean, estimate
+from harness.stats import Estimate, bootstrap_mean, estimate
 from harness.trace import LayerTrace
 
 # GTR-7: "about as often": the down-weighted lens's early Top-10 share may fall short of
@@ -42,6 +46,8 @@ GTR_6 = register(
         paper_value="Pythia-6.9B: the logit lens underestimates the probability mass of high-frequency tokens "
         "in early layers (no number given)",
         # Probability masses: continuous numbers (measured float32 noise up to 1.2e-6; CONTINUOUS in base.py).
+        parameters=PREFIX_PARAMETERS,
+        curves=(CurveSpec("layer", "top10_mass", ("lens",)),),
         tolerances=snapshot_tolerances(statistic=CONTINUOUS, curves=CONTINUOUS),
     )
 )
@@ -64,7 +70,32 @@ GTR_7 = register(
         paper_value="Pythia-6.9B: reducing the update frequency of high-frequency tokens such as 'the' does not "
         "diminish their prominence in early-layer predictions (no number given)",
         # Shares of top-1 decisions: no measured run-to-run variation (as GTR-1).
+        parameters={**PREFIX_PARAMETERS, "loss_weights": DOWNWEIGHT_FREQUENT},
+        curves=(CurveSpec("layer", "top10_share", ("lens",)),),
         tolerances=snapshot_tolerances(statistic=DECISIONS, curves=DECISIONS),
+    )
+)
+
+
+GTR_7_V2 = register(
+    Claim(
+        id="GTR-7v2",
+        version=2,
+        paper=PAPER,
+        source="summary of key results (Pythia-6.9B); v2 of GTR-7 by this suite (v1 holds trivially when no "
+        "early guess is frequent, as on an untrained network)",
+        statement="Frequent early guesses exist and are not a probe artefact: under a tuned lens trained with "
+        "frequent targets down-weighted, early top-1 tokens are still Top-10 tokens more often than final "
+        "predictions are, and about as often as under the standard tuned lens.",
+        statistic=GTR_7.statistic + "; sub-check (new in v2): the down-weighted lens's early Top-10 share minus "
+        "the Top-10 share of the final predictions, per prefix, above 0",
+        threshold=-GTR7_TOLERANCE,
+        direction="above",
+        min_n=GTR_7.min_n,
+        paper_value=GTR_7.paper_value,
+        parameters=GTR_7.parameters,
+        curves=GTR_7.curves,
+        tolerances=GTR_7.tolerances,
     )
 )
 
@@ -141,3 +172,25 @@ def gtr7_frequent_guesses_not_probe_artefact(
     }
     robust = leave_layers_out(GTR_7, early, difference, est)
     return ClaimResult(GTR_7, model, lens, dataset, est, details, robustness=robust), pd.DataFrame(rows)
+
+
+def gtr7v2_frequent_guesses_exist_and_survive(
+    standard: LayerTrace, weighted: LayerTrace, freq: FrequencyTable, model: str, lens: str, dataset: str
+) -> tuple[ClaimResult, pd.DataFrame]:
+    """GTR-7 (v1's statistic) with the sub-check v1 lacks: the down-weighted lens's early
+    guesses are frequent tokens more often than the final predictions are."""
+    v1, table = gtr7_frequent_guesses_not_probe_artefact(standard, weighted, freq, model, lens, dataset)
+    early = early_layers(standard.n_layers)
+    weighted_share = (freq.bucket_of_id[weighted.top1[early]] == 0).mean(0)
+    final_top10 = freq.bucket_of_id[standard.final_id] == 0
+    check = SubCheck(
+        "early_guesses_frequent",
+        f"early (layers {early[0]}-{early[-1]}) Top-10 share of the down-weighted lens's top-1 minus the final "
+        "predictions' Top-10 share, per prefix, > 0",
+        estimate(weighted_share - final_top10, groups=standard.example),
+        0.0,
+        "above",
+    )
+    # the same statistic, threshold and minimum n as v1: its leave-one-layer-out judgments stand
+    result = replace(v1, claim=GTR_7_V2, subchecks=(check,))
+    return result, table.assign(claim=GTR_7_V2.id)

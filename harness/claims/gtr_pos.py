@@ -35,6 +35,7 @@ from harness.claims.base import (
     DECISIONS,
     Claim,
     ClaimResult,
+    CurveSpec,
     SubCheck,
     register,
     snapshot_tolerances,
@@ -51,6 +52,9 @@ from harness.data.pos import (
 from harness.metrics import K_GRID, earliest_layer, settled_layer
 from harness.stats import Estimate, bootstrap_column_means, percentile_interval
 from harness.trace import TARGET_RANKS, LayerTrace
+
+K_CHECKED: tuple[int, ...] = (10, 100)
+MEASURES: tuple[str, ...] = ("earliest", "settled")
 
 GTR_3 = register(
     Claim(
@@ -73,12 +77,11 @@ GTR_3 = register(
         # Mean earliest layers of gold-rank crossings: rank decisions like GTR-1's top-1, which never
         # moved but in bfloat16 (benchmarks/snapshot_variation.py; GTR-3 itself not measured: it
         # needs spaCy tags); 1e-3 layer is less than one crossing of one word (1/n_tag layers).
+        parameters={"k": K_CHECKED, "pos_max_tokens": POS_MAX_TOKENS, "pos_min_context": POS_MIN_CONTEXT, "content_tags": CONTENT_TAGS, "function_tags": FUNCTION_TAGS},
+        curves=(CurveSpec("k", "layer", ("measure", "tag")),),
         tolerances=snapshot_tolerances(statistic=DECISIONS, curves=DECISIONS),
     )
 )
-
-K_CHECKED: tuple[int, ...] = (10, 100)
-MEASURES: tuple[str, ...] = ("earliest", "settled")
 
 # What GTR-3 reads from its trace: gold ranks only (one cheap reduction set).
 POS_REDUCTIONS = TARGET_RANKS

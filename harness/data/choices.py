@@ -95,3 +95,25 @@ def load_choice_tasks(data_dir: Path | None = None) -> tuple[list[ChoiceTask], s
             )
         tasks.append(read_paper_file(path, task))
     return tasks, name
+
+
+def read_choices_file(path: Path) -> list[ChoiceTask]:
+    """A ``--choices`` file: JSON Lines of ``{prompt, options, answer[, task]}``; lines with
+    the same ``task`` form one task (no ``task``: the file's stem), in order of appearance."""
+    path = Path(path)
+    tasks: dict[str, list[ChoiceItem]] = {}
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{line_no}"
+            try:
+                rec = json.loads(line)
+                task = str(rec.get("task") or path.stem)
+                item = ChoiceItem(task, rec["prompt"], tuple(rec["options"]), rec["answer"])
+            except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+                raise ValueError(f"{where}: expected {{prompt, options, answer[, task]}} ({err}).") from None
+            tasks.setdefault(task, []).append(_check(item, where))
+    if not tasks:
+        raise ValueError(f"{path}: no prompts.")
+    return [ChoiceTask(name, tuple(items), str(path)) for name, items in tasks.items()]

@@ -137,9 +137,14 @@ def read_mquake(path: Path, name: str | None = None) -> FactSet:
         raise ValueError(f"{path}: not valid JSON ({err}).") from None
     if not isinstance(records, list):
         raise ValueError(f"{path}: expected a JSON list of MQuAKE cases, got {type(records).__name__}.")
+    return mquake_facts(records, str(path), name or "mquake-" + path.stem.lower())
+
+
+def mquake_facts(records, source: str, name: str) -> FactSet:
+    """MQuAKE cases (dicts, from a file or a hub data set) -> one fact per single hop."""
     facts = []
     for i, case in enumerate(records):
-        where = f"{path}[{i}]"
+        where = f"{source}[{i}]"
         if not isinstance(case, dict) or not isinstance(case.get("single_hops"), list):
             raise ValueError(f"{where}: expected an MQuAKE case (an object with a 'single_hops' list).")
         case_id = case.get("case_id", i)
@@ -163,9 +168,22 @@ def read_mquake(path: Path, name: str | None = None) -> FactSet:
                 )
             )
     if not facts:
-        raise ValueError(f"{path}: no single-hop facts.")
+        raise ValueError(f"{source}: no single-hop facts.")
     unique, n_dup = _dedupe(facts)
-    return FactSet(name=name or "mquake-" + path.stem.lower(), facts=unique, source=str(path), n_duplicates=n_dup)
+    return FactSet(name=name, facts=unique, source=source, n_duplicates=n_dup)
+
+
+def cloze_facts(records, source: str, name: str) -> FactSet:
+    """Facts from ``(id, relation, prompt, answer)`` tuples of a hub data set (errors name the record)."""
+    facts = [
+        Fact(id=str(i), relation=str(rel or ""), prompt=_text(prompt, "prompt", f"{source}[{i}]", "right"),
+             answer=_text(answer, "answer", f"{source}[{i}]", "both"))
+        for i, rel, prompt, answer in records
+    ]
+    if not facts:
+        raise ValueError(f"{source}: no facts.")
+    unique, n_dup = _dedupe(facts)
+    return FactSet(name=name, facts=unique, source=source, n_duplicates=n_dup)
 
 
 def load_facts(data_dir: Path | None = None) -> FactSet:

@@ -60,6 +60,15 @@ class ProblemSet:
         return h.hexdigest()
 
 
+def gsm8k_problem(rec, where: str, problem_id: str) -> MathProblem:
+    """One GSM8K record ``{question, answer}`` (the answer ends ``#### <number>``)."""
+    if not isinstance(rec, dict) or not isinstance(rec.get("question"), str) or not isinstance(rec.get("answer"), str):
+        raise ValueError(f"{where}: expected {{'question': str, 'answer': str}} (GSM8K format).")
+    if rec["answer"].count("####") != 1:
+        raise ValueError(f"{where}: the answer must end with exactly one '#### <number>' line.")
+    return MathProblem(id=problem_id, question=rec["question"], answer=rec["answer"])
+
+
 def read_problems(path: Path) -> tuple[MathProblem, ...]:
     problems = []
     with open(path, encoding="utf-8") as f:
@@ -71,11 +80,7 @@ def read_problems(path: Path) -> tuple[MathProblem, ...]:
                 rec = json.loads(line)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{where}: not valid JSON ({err}).") from None
-            if not isinstance(rec, dict) or not isinstance(rec.get("question"), str) or not isinstance(rec.get("answer"), str):
-                raise ValueError(f"{where}: expected {{'question': str, 'answer': str}} (GSM8K format).")
-            if rec["answer"].count("####") != 1:
-                raise ValueError(f"{where}: the answer must end with exactly one '#### <number>' line.")
-            problems.append(MathProblem(id=str(rec.get("id", n)), question=rec["question"], answer=rec["answer"]))
+            problems.append(gsm8k_problem(rec, where, str(rec.get("id", n)) if isinstance(rec, dict) else str(n)))
     if not problems:
         raise ValueError(f"{path} holds no problems.")
     return tuple(problems)

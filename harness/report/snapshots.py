@@ -3,7 +3,7 @@
 A snapshot value is one claim result on one model: its claim id and version, verdict,
 statistic, interval, n, the statistics of its sub-checks, and its per-layer curves
 (``{"share/Top-10": {"x": "layer", "at": [0, 1, ..., "final"], "values": [...]}}``),
-taken from the claim's table by :data:`CURVES`. It is stored as JSON and compared number
+taken from the claim's table as its ``Claim.curves`` name them. It is stored as JSON and compared number
 by number: a number may move by its claim's :class:`~harness.claims.base.Tolerance` for
 that field (``Claim.tolerances``, written next to each claim's registration), never
 more. A failure names the claim and its version, the field, the layer, the expected and
@@ -15,9 +15,11 @@ the received value and the tolerance, and says how to accept an intended change:
     if you changed how GTR-1 is computed, bump its Claim.version (harness/claims/) and run
     --snapshot-update.
 
-The snapshot records the claim's version, so numbers recorded under another version are
-not compared: the failure says that the definition changed and asks for
-``--snapshot-update``; re-running the same code always matches.
+The snapshot records the claim's version and definition digest (``Claim.definition_digest``:
+threshold, direction, min_n and ``Claim.parameters``), so numbers recorded under another
+version are not compared: the failure says that the definition changed and asks for
+``--snapshot-update``; a changed digest under the same version asks for a version bump
+first; re-running the same code always matches.
 
 Two ways to use it:
 
@@ -66,7 +68,7 @@ import math
 import pkgutil
 import sys
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,7 +76,7 @@ import numpy as np
 import pandas as pd
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
-from harness.claims.base import CLAIMS, Claim, ClaimResult, Tolerance
+from harness.claims.base import CLAIMS, Claim, ClaimResult, CurveSpec, Tolerance
 from harness.files import write_text
 
 if TYPE_CHECKING:
@@ -93,36 +95,6 @@ MAX_LISTED = 12  # mismatches listed in a failure message; the rest are counted
 # --------------------------------------------------------------------------- values
 
 
-@dataclass(frozen=True)
-class CurveSpec:
-    """Which curves of a claim's table are snapshotted: one curve per combination of the
-    ``by`` columns, ``value`` along ``x`` (in table order); ``where`` selects rows."""
-
-    x: str
-    value: str
-    by: tuple[str, ...] = ()
-    where: Mapping[str, Any] = field(default_factory=dict)
-
-
-# Per claim, the per-layer (or per-k) curves of its table (harness/claims/*.py).
-CURVES: dict[str, tuple[CurveSpec, ...]] = {
-    "GTR-1": (CurveSpec("layer", "share", ("bucket",)),),
-    "GTR-2": (CurveSpec("layer", "flip_rate", ("bucket",)),),
-    "GTR-3": (CurveSpec("k", "layer", ("measure", "tag")),),
-    "GTR-4": (CurveSpec("k", "layer", ("set", "measure", "answer_length", "position")),),
-    "GTR-5": (CurveSpec("layer", "value", ("metric", "task")),),
-    "CSO-1": (CurveSpec("layer", "mean", ("measure", "part")),),
-    "CSO-2": (CurveSpec("layer", "mean", ("measure", "part")),),
-    "CSO-3": (
-        CurveSpec("affected_layer", "mean", ("variant", "measure", "skipped_layer"), {"measure": "relative_change"}),
-        CurveSpec("skipped_layer", "mean", ("variant", "measure"), {"measure": "output_change"}),
-    ),
-    "CSO-4": (CurveSpec("layer", "mean", ("measure",)),),
-    "GTR-6": (CurveSpec("layer", "top10_mass", ("lens",)),),
-    "GTR-7": (CurveSpec("layer", "top10_share", ("lens",)),),
-    "CSO-5": (CurveSpec("layer", "value", ("measure", "prompt", "position")),),
-    "CSO-6": (CurveSpec("layer", "value", ("measure", "prompt", "position")),),
-}
 # For a claim not listed above: x = "layer", the first of these value columns, and one
 # curve per combination of the table's text columns (other than these metadata).
 FALLBACK_VALUES = ("value", "mean", "share", "flip_rate", "layer")
@@ -179,7 +151,8 @@ def curves_from_table(claim_id: str, table: pd.DataFrame) -> dict[str, dict]:
 
     A curve's name is its value column, then its group values ("share/Top-10"; numbers
     as "prompt=0"), which is also how ``Claim.tolerances`` keys address it."""
-    specs = CURVES.get(claim_id) or _fallback_spec(table)
+    claim = _claim_of(claim_id)
+    specs = (claim.curves if claim is not None else ()) or _fallback_spec(table)
     curves: dict[str, dict] = {}
     for spec in specs:
         rows = table
@@ -205,7 +178,7 @@ def curves_from_table(claim_id: str, table: pd.DataFrame) -> dict[str, dict]:
 def snapshot_value(result: ClaimResult, table: pd.DataFrame | None = None, provenance: dict | None = None) -> dict:
     """What a snapshot keeps of one claim result (JSON-ready).
 
-    ``table``: the claim's long-format table (its curves are kept, see :data:`CURVES`);
+    ``table``: the claim's long-format table (the curves ``Claim.curves`` names are kept);
     ``provenance``: the result's provenance record, of which the parts that decide the
     numbers (device, dtype, backend, revision, lens, data hash) are recorded under
     ``recorded_with`` -- shown when numbers differ, never compared themselves."""
@@ -214,6 +187,7 @@ def snapshot_value(result: ClaimResult, table: pd.DataFrame | None = None, prove
         "format": SNAPSHOT_FORMAT,
         "claim": result.claim.id,
         "version": result.claim.version,
+        "definition": result.claim.definition_digest,
         "model": result.model,
         "lens": result.lens,
         "dataset": result.dataset,
@@ -295,10 +269,12 @@ class Comparison:
     mismatches: tuple[Mismatch, ...] = ()
     version_changed: tuple[int | None, int | None] | None = None  # (snapshot, code)
     context: tuple[str, ...] = ()  # recorded_with differences, as hints
+    # (snapshot, code) definition digests that differ under the same version
+    definition_changed: tuple[str, str] | None = None
 
     @property
     def ok(self) -> bool:
-        return not self.mismatches and self.version_changed is None
+        return not self.mismatches and self.version_changed is None and self.definition_changed is None
 
     def message(self) -> str:
         if self.ok:
@@ -313,6 +289,14 @@ class Comparison:
                 f"Run pytest with {UPDATE_HINT} to record the numbers of v{new}.",
             ]
             return "\n".join(lines)
+        if self.definition_changed is not None:
+            old, new = self.definition_changed
+            return (
+                f"{self.title}: the claim's definition changed (threshold, direction, min_n or a parameter in "
+                f"Claim.parameters: digest {old} in the snapshot, {new} in the code) but its version did not. Bump "
+                f"{self.claim_id}'s Claim.version (harness/claims/) and run pytest with {UPDATE_HINT}; if the change "
+                "does not alter any number, still bump it: the snapshot cannot tell."
+            )
         n = len(self.mismatches)
         lines = [f"{self.title}: {n} number{'s' if n != 1 else ''} changed beyond {'their' if n != 1 else 'its'} tolerance"]
         lines += [f"  {m.describe()}" for m in self.mismatches[:MAX_LISTED]]
@@ -349,6 +333,9 @@ def compare(expected: Mapping, got: Mapping, claim: Claim | None = None) -> Comp
     mismatches: list[Mismatch] = []
     if expected.get("version") != version:
         return Comparison(claim_id, version, title, version_changed=(expected.get("version"), version))
+    if expected.get("definition") != got.get("definition"):
+        changed = (str(expected.get("definition")), str(got.get("definition")))
+        return Comparison(claim_id, version, title, definition_changed=changed)
 
     for key in ("claim", "model", "lens", "dataset", "verdict"):
         if expected.get(key) != got.get(key):
