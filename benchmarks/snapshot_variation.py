@@ -39,7 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.report.snapshots import snapshot_value
+from harness.snapshots.values import snapshot_value
 from harness.stats import bootstrap_mean
 from tests.snapshot_claims import FAMILIES, claim_results, tiny_model
 

@@ -7,7 +7,7 @@ import pytest
 from dataclasses import replace
 
 from claims.expectations import EXPECTED_NOT_REPLICATED, EXPECTED_NOT_SPECIFIC, expectation
-from claims.snapshots import claim_snapshot, pytest_terminal_summary  # noqa: F401  (fixture, hook)
+from claims.snapshot_fixture import claim_snapshot, pytest_terminal_summary  # noqa: F401  (fixture, hook)
 from harness.claims.base import NOT_SPECIFIC, NOT_SPECIFIC_TEXT, ClaimResult, ControlOutcome
 from harness.lens_training import TunedLensMissing
 from harness.models.registry import control_of

@@ -356,24 +356,6 @@ class LensFit:
         self.tokens += n
         self.weight += float(w[-1].sum())
 
-    def preconditioners(self, damping: float = 1e-2) -> list[torch.Tensor]:
-        """Per layer, the inverse of the weighted second moment of ``[h_l, 1]``, damped by
-        ``damping`` times the mean variance (float64, on the CPU): the input-side factor of
-        a Gauss-Newton (K-FAC) step for the translator, for :func:`train_lens`."""
-        out = []
-        d = self.d_model
-        for layer in range(self.n_layers):
-            sw, sx = self._sw[layer], self._sx[layer]
-            cov = (self._sxx[layer] - torch.outer(sx, sx) / sw) / sw
-            mean = self._shift_x[layer] + sx / sw
-            moment = torch.empty(d + 1, d + 1, dtype=torch.float64, device=cov.device)
-            moment[:d, :d] = cov + torch.outer(mean, mean)
-            moment[:d, d] = moment[d, :d] = mean
-            moment[d, d] = 1.0
-            damp = damping * cov.diagonal().mean().clamp_min(1e-300)
-            out.append(torch.linalg.inv(moment + damp * torch.eye(d + 1, dtype=torch.float64, device=cov.device)).cpu())
-        return out
-
     def solve(self) -> nn.ModuleList:
         """The translators for the rows added so far: float32 ``Linear(D, D)`` modules with
         ``weight = A - I`` and ``bias = b`` (on the CPU)."""
@@ -558,18 +540,11 @@ def train_lens(
     checkpoint: Path | None = None,
     alignment: str = "correct",
     init: nn.ModuleList | None = None,
-    precondition: Sequence[torch.Tensor] | None = None,
 ) -> tuple[TunedLens, dict]:
     """Train a tuned lens with ``recipe.steps`` KL/SGD steps from ``init`` (a copy is
     trained; ``None``: zero translators, the logit lens); returns it and a record of the
     run (steps, tokens, seconds, losses). With ``checkpoint``, state is saved there every
-    ``recipe.checkpoint_every`` steps and a run with the same arguments resumes from it.
-
-    ``precondition`` (one ``[D+1, D+1]`` matrix per layer, :meth:`LensFit.preconditioners`):
-    each translator's gradient ``[dW, db]`` is multiplied by it before clipping, so that a
-    step moves every layer's output alike, whatever the scale of its input (without it, a
-    layer's effective step grows with ``|h_l|^2``: the embeddings barely move and the last
-    layers overshoot)."""
+    ``recipe.checkpoint_every`` steps and a run with the same arguments resumes from it."""
     check_passes(data, recipe)
     weights = WEIGHTINGS[weighting]
     lens = TunedLens(loaded, None if init is None else copy.deepcopy(init), alignment="correct")
@@ -609,8 +584,6 @@ def train_lens(
                     loss = kl.mean() if w is None else (kl * w.to(kl.device)).sum() / w.sum()
                     (loss / len(micro)).backward()
                     step_loss += loss.item() / (n_layers * len(micro))
-            if precondition is not None:
-                _precondition(lens.translators, precondition)
             torch.nn.utils.clip_grad_norm_(params, recipe.clip)
             opt.step()
             opt.zero_grad(set_to_none=False)
@@ -636,14 +609,6 @@ def train_lens(
         "mean_kl_per_step": [round(x, 5) for x in losses], "data": _data_record(data),
     }
     return trained, record
-
-
-def _precondition(translators: nn.ModuleList, matrices: Sequence[torch.Tensor]) -> None:
-    with torch.no_grad():
-        for t, m in zip(translators, matrices):
-            grad = torch.cat([t.weight.grad, t.bias.grad[:, None]], 1).double() @ m.to(t.weight.device, torch.float64)
-            t.weight.grad.copy_(grad[:, :-1])
-            t.bias.grad.copy_(grad[:, -1])
 
 
 def fit_lens(

@@ -24,8 +24,3 @@ def settled_layer(ranks: np.ndarray, k: int) -> np.ndarray:
     n = ranks.shape[0]
     last_miss = np.where(miss.any(axis=0), n - 1 - miss[::-1].argmax(axis=0), -1)
     return last_miss + 1
-
-
-def earliest_layers_over_k(ranks: np.ndarray, ks: tuple[int, ...] = K_GRID) -> np.ndarray:
-    """[len(ks), N]: earliest layer for every k of the grid (non-increasing in k)."""
-    return np.stack([earliest_layer(ranks, k) for k in ks])

@@ -131,22 +131,3 @@ def percentile_interval(replicates: np.ndarray, alpha: float = 0.05) -> tuple[fl
     if np.isnan(r).all():
         return float("nan"), float("nan")
     return float(np.nanpercentile(r, 100 * alpha / 2)), float(np.nanpercentile(r, 100 * (1 - alpha / 2)))
-
-
-def bootstrap_mean_difference(
-    a: np.ndarray, b: np.ndarray, groups_a: np.ndarray | None = None, groups_b: np.ndarray | None = None, **kw
-) -> Estimate:
-    """mean(a) - mean(b) with a percentile interval from resampling groups jointly: a
-    group (e.g. a paragraph) that has rows in both sets brings all of them into a
-    replicate, so the two means share their resamples. Without groups, every row is its
-    own group (then a and b never share one). n counts the rows of both sets."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if groups_a is None or groups_b is None:
-        groups_a, groups_b = np.arange(len(a)), len(a) + np.arange(len(b))
-    values = np.full((len(a) + len(b), 2), np.nan)
-    values[: len(a), 0], values[len(a) :, 1] = a, b
-    groups = np.concatenate([np.asarray(groups_a), np.asarray(groups_b)])
-    means, boots = bootstrap_column_means(values, groups, **kw)
-    low, high = percentile_interval(boots[:, 0] - boots[:, 1])
-    present = ~np.isnan(values).all(axis=1)
-    return Estimate(float(means[0] - means[1]), low, high, int(present.sum()), len(np.unique(groups[present])))

@@ -81,8 +81,8 @@ RECORDS_PER_PROCESS = 40
 
 
 def _append_checks(path: str, who: str, start, done) -> None:
-    from claims.snapshots import _record
-    from harness.report.snapshots import SnapshotCheck
+    from claims.snapshot_fixture import _record
+    from harness.snapshots.store import SnapshotCheck
 
     start.wait()
     for i in range(RECORDS_PER_PROCESS):

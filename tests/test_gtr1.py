@@ -9,7 +9,7 @@ from hypothesis.extra.numpy import arrays
 
 from harness.claims import gtr
 from harness.data.prose import Corpus, Paragraph
-from harness.frequency import BUCKETS, FrequencyTable, bucket_index
+from harness.frequency import FrequencyTable, bucket_index
 from harness.trace import LayerTrace
 
 
@@ -39,14 +39,6 @@ def test_word_initial_tokens_from_offsets():
 def test_early_layers_are_the_first_quarter_after_h0():
     assert gtr.early_layers(30).tolist() == list(range(1, 8))
     assert gtr.early_layers(2).tolist() == [1]
-
-
-@settings(max_examples=40, deadline=None)
-@given(arrays(np.int8, st.tuples(st.integers(1, 6), st.integers(1, 30)), elements=st.integers(0, 3)))
-def test_bucket_shares_sum_to_one(buckets):
-    shares = gtr.bucket_shares(buckets)
-    assert shares.shape == (buckets.shape[0], len(BUCKETS))
-    np.testing.assert_allclose(shares.sum(axis=1), 1.0)
 
 
 def _trace(top1: np.ndarray, final: np.ndarray, example: np.ndarray) -> LayerTrace:

@@ -26,15 +26,10 @@ from pathlib import Path
 import pytest
 
 from harness.claims.base import CLAIMS, DEFAULT_TOLERANCE, Claim, Tolerance
-from harness.report.snapshots import (
-    ModelSnapshots,
-    NumericSnapshotExtension,
-    compare,
-    config_tag,
-    dumps,
-    main,
-    snapshot_value,
-)
+from harness.snapshots.gate import main
+from harness.snapshots.store import ModelSnapshots, config_tag
+from harness.snapshots.syrupy_extension import NumericSnapshotExtension
+from harness.snapshots.values import compare, dumps, snapshot_value
 from tests.snapshot_claims import FAMILIES, SNAPSHOT_CLAIMS, claim_results, tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,13 +187,13 @@ def test_a_changed_parameter_without_a_version_bump_fails_and_says_so():
 def test_every_recorded_snapshot_carries_its_claims_current_definition():
     """A recorded snapshot of the default model (and its control) whose version matches the
     code must carry the claim's definition digest: parameters cannot drift unnoticed."""
-    from harness.report.snapshots import _claim_of
+    from harness.snapshots.values import registered_claim
 
     paths = sorted((ROOT / "claims" / "recorded_snapshots").rglob("*.json"))
     assert paths
     for path in paths:
         value = json.loads(path.read_text())
-        claim = _claim_of(value["claim"])
+        claim = registered_claim(value["claim"])
         assert claim is not None, f"{path}: no registered claim {value['claim']}"
         if claim.version == value["version"]:
             assert value.get("definition") == claim.definition_digest, (
@@ -250,7 +245,7 @@ def test_tolerances_of_the_registered_claim_apply():
 
 SYRUPY_TEST = """
 import os
-from harness.report.snapshots import NumericSnapshotExtension
+from harness.snapshots.syrupy_extension import NumericSnapshotExtension
 
 def value(version, statistic):
     return {"claim": "GTR-1", "version": version, "model": "m", "lens": "logit", "dataset": "d",
@@ -348,7 +343,7 @@ def test_config_tag_and_the_regression_gate(tmp_path, capsys):
 def test_the_claims_hook_fails_only_on_a_regression_and_writes_its_checks(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    from claims.snapshots import CHECKS, make_claim_snapshot
+    from claims.snapshot_fixture import CHECKS, make_claim_snapshot
 
     monkeypatch.setenv("DEPTH_CLAIMS_SNAPSHOT_DIR", str(tmp_path / "snapshots"))
     result, table = _results("llama")["CSO-1"]

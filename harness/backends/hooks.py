@@ -104,10 +104,6 @@ class HookBackend(Backend):
         reused); see shared_prefix.PrefixStats."""
         return shared_prefix.store_of(self).stats.as_dict()
 
-    def clear_prefixes(self) -> None:
-        """Drops the stored prefixes (their memory)."""
-        shared_prefix.store_of(self).clear()
-
     def _read_rows_full(self, ids, mask, batch_idx, pos_idx):
         """The plain pass: every row's every token."""
         loaded, adapter = self.loaded, self.loaded.adapter

@@ -121,9 +121,9 @@ class Claim:
     # the snapshots compare: a change here without a version bump fails with a message saying so.
     parameters: Mapping[str, object] = field(default_factory=dict, hash=False)
     # The per-layer (or per-k) curves of the claim's table that its snapshot keeps; none
-    # named: harness/report/snapshots.py picks them from the table's columns.
+    # named: harness/snapshots/values.py picks them from the table's columns.
     curves: tuple[CurveSpec, ...] = ()
-    # Snapshot tolerances (harness/report/snapshots.py), by field: "statistic", "ci_low",
+    # Snapshot tolerances (harness/snapshots/values.py), by field: "statistic", "ci_low",
     # "ci_high", "n", "subchecks", "curves", or a curve name or its leading part
     # ("share", "share/Top-10"); the longest matching key wins, DEFAULT_TOLERANCE otherwise.
     tolerances: Mapping[str, Tolerance] = field(default_factory=dict, hash=False)

@@ -182,12 +182,6 @@ def prefix_reductions(freq: FrequencyTable) -> ReductionSpec:
     return ReductionSpec(topk=10, logprobs=True, kl=True, entropy=True, token_sets=freq.bucket_ids())
 
 
-def bucket_shares(buckets: np.ndarray, n_buckets: int = len(BUCKETS)) -> np.ndarray:
-    """Share of each bucket per layer: [L+1, N] bucket ids -> [L+1, n_buckets], rows sum to 1."""
-    onehot = buckets[..., None] == np.arange(n_buckets)
-    return onehot.mean(axis=-2)
-
-
 def gtr1_early_frequent_guesses(
     trace: LayerTrace, freq: FrequencyTable, model: str, lens: str, dataset: str
 ) -> tuple[ClaimResult, pd.DataFrame]:

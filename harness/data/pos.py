@@ -224,10 +224,3 @@ def pos_examples(
         raise ValueError(f"No usable POS examples in {corpus.name!r}.")
     request = TraceRequest.build(f"{corpus.name}-pos", token_ids, positions=positions)
     return request, tuple(examples)
-
-
-def pos_request(
-    corpus: Corpus, tokenizer, max_examples: int | None = None, cache_dir: Path | None = None
-) -> tuple[TraceRequest, tuple[POSExample, ...]]:
-    """Tag the corpus (cached) and build the GTR-3 request with its examples."""
-    return pos_examples(corpus, tag_corpus(corpus, cache_dir), tokenizer, max_examples)

@@ -197,9 +197,6 @@ class PrefixStore:
     def nbytes(self) -> int:
         return sum(e.nbytes for e in self.entries.values())
 
-    def clear(self) -> None:
-        self.entries.clear()
-
     def check(self, model: torch.nn.Module) -> None:
         """Empties the store when the weights (in-place edits bump their version counters),
         their dtype or their device changed."""

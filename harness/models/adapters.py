@@ -32,7 +32,6 @@ class ArchitectureAdapter:
 
     family: str
     model_types: tuple[str, ...]
-    embed: str
     blocks: str
     final_norm: str
     unembed: str
@@ -57,9 +56,6 @@ class ArchitectureAdapter:
 
     def unembed_of(self, model: nn.Module) -> nn.Module:
         return _get(model, self.unembed)
-
-    def embed_of(self, model: nn.Module) -> nn.Module:
-        return _get(model, self.embed)
 
     def n_layers(self, model: nn.Module) -> int:
         return len(self.blocks_of(model))
@@ -109,7 +105,6 @@ def _llama_like(
     return ArchitectureAdapter(
         family=family,
         model_types=model_types or (family,),
-        embed="model.embed_tokens",
         blocks="model.layers",
         final_norm="model.norm",
         unembed="lm_head",
@@ -124,7 +119,6 @@ ADAPTERS: tuple[ArchitectureAdapter, ...] = (
     ArchitectureAdapter(
         family="gpt2",
         model_types=("gpt2",),
-        embed="transformer.wte",
         blocks="transformer.h",
         final_norm="transformer.ln_f",
         unembed="lm_head",
@@ -135,7 +129,6 @@ ADAPTERS: tuple[ArchitectureAdapter, ...] = (
     ArchitectureAdapter(
         family="gpt_neox",
         model_types=("gpt_neox",),
-        embed="gpt_neox.embed_in",
         blocks="gpt_neox.layers",
         final_norm="gpt_neox.final_layer_norm",
         unembed="lm_head",  # transformers >= 5 renames the old embed_out
@@ -147,7 +140,6 @@ ADAPTERS: tuple[ArchitectureAdapter, ...] = (
     ArchitectureAdapter(
         family="phi",
         model_types=("phi",),
-        embed="model.embed_tokens",
         blocks="model.layers",
         final_norm="model.final_layernorm",
         unembed="lm_head",

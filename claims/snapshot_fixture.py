@@ -1,8 +1,11 @@
-"""Snapshots of each model's claim numbers, checked when a claim result is published.
+"""The pytest glue of the real models' snapshots: the ``claim_snapshot`` fixture and the
+terminal summary of its checks (the store itself: :mod:`harness.snapshots.store`).
+
+Each model's claim numbers are checked when a claim result is published.
 
 Wiring (claims/conftest.py)::
 
-    from claims.snapshots import claim_snapshot, pytest_terminal_summary  # noqa: F401  (fixture, hook)
+    from claims.snapshot_fixture import claim_snapshot, pytest_terminal_summary  # noqa: F401  (fixture, hook)
 
     @pytest.fixture
     def publish(model_session, claim_results, claim_snapshot):
@@ -20,7 +23,7 @@ terminal summary and fails nothing; a snapshot recorded on other prompts (anothe
 tolerance fails the test with the claim, field, layer, expected and received value;
 ``pytest claims/ --snapshot-update`` records new numbers. Every check is also written to
 ``<report-dir>/<model>/snapshot_checks.json``, which
-``python -m harness.report.snapshots <report-dir>`` turns into a pass/fail gate (the
+``python -m harness.snapshots.gate <report-dir>`` turns into a pass/fail gate (the
 nightly GPU workflow's, where claim failures are findings, not regressions).
 
 These files are not syrupy's: no test in claims/ uses syrupy's ``snapshot`` fixture.
@@ -38,7 +41,7 @@ import pytest
 
 from harness.claims.base import ClaimResult
 from harness.files import file_lock, write_text
-from harness.report.snapshots import CHECKS_FILE, ModelSnapshots, SnapshotCheck
+from harness.snapshots.store import CHECKS_FILE, ModelSnapshots, SnapshotCheck
 
 SNAPSHOT_DIR = Path(__file__).resolve().parent / "recorded_snapshots"
 CHECKS = pytest.StashKey[list]()
