@@ -1,5 +1,6 @@
 """Command line (or ``python -m harness.cli``):
 
+    depth-claims run [PYTEST OPTIONS]        run the claims from any folder (report in ./reports)
     depth-claims models                      list the registered model names
     depth-claims report [--report-dir DIR]   rebuild the HTML reports from the results on disk
     depth-claims train-lens --model NAME     fit (or find cached) tuned lenses for a model
@@ -123,9 +124,43 @@ def _train_lens(args) -> int:
     return 0
 
 
+def run_claims(args: list[str]) -> int:
+    """``depth-claims run ARGS``: pytest on the claim tests of this installation, with
+    ``ARGS`` (pytest's own options and the claims' options: --model, --lens, --no-control,
+    --data, -k, ...; ``depth-claims run --help`` lists them). The report goes to
+    ./reports of the current folder unless --report-dir says otherwise. The run takes no
+    configuration from the current folder: the configuration file is empty (``-c``),
+    conftest.py files are read from the claims package only (``--confcutdir``), and
+    pytest's cache and pytest-benchmark (which would write beside the report) are off."""
+    import os
+
+    import pytest
+
+    from harness.paths import CLAIMS_DIR
+
+    if not (CLAIMS_DIR / "conftest.py").is_file():
+        print(f"depth-claims run: the claim tests are missing from {CLAIMS_DIR}: reinstall depth-claims.", file=sys.stderr)
+        return 2
+    isolation = [
+        "-c", os.devnull, "--rootdir", str(CLAIMS_DIR.parent), "--confcutdir", str(CLAIMS_DIR),
+        "-p", "no:cacheprovider", "-p", "no:benchmark",  # pytest's cache and pytest-benchmark's store write into .
+        "-p", "harness.pytest_plugin",  # the plugin, where its entry point is not installed
+    ]
+    if not any(a == "--report-dir" or a.startswith("--report-dir=") for a in args):
+        isolation += ["--report-dir", str(Path.cwd() / "reports")]
+    return int(pytest.main([*isolation, str(CLAIMS_DIR), *args]))
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="depth-claims", description=__doc__)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["run"]:  # everything after `run` is pytest's, unparsed here
+        return run_claims(argv[1:])
+    parser = argparse.ArgumentParser(prog="depth-claims", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser(
+        "run", help="run the claims from any folder: pytest on the installed claim tests, report in ./reports "
+        "(options as pytest's: --model, --lens, --no-control, --data, -k, ...; `depth-claims run --help`)",
+    )
     sub.add_parser("models", help="list registered model names").set_defaults(func=_models)
     report = sub.add_parser(
         "report",

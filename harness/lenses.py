@@ -35,6 +35,12 @@ class Lens(abc.ABC):
         provenance). Lenses with parameters add a hash of them."""
         return {"lens": self.name}
 
+    @property
+    def mismatch(self) -> dict | None:
+        """How the model this lens was made for differs from the model it reads (``{"lens_model",
+        "model", "reason"}``), for a lens accepted with --allow-lens-mismatch; else None."""
+        return None
+
     def head(self, h: torch.Tensor) -> torch.Tensor:
         """The model's own final norm, unembedding and soft-cap, on the unembedding's device."""
         unembed = self.loaded.adapter.unembed_of(self.loaded.model)

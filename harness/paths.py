@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# The folder holding the packages harness/, claims/ and fixtures/: the checkout, or the
+# site-packages of an installed wheel (pyproject.toml ships all three).
 REPO_ROOT = Path(__file__).resolve().parent.parent
-FIXTURES_DIR = REPO_ROOT / "fixtures"
+FIXTURES_DIR = REPO_ROOT / "fixtures"  # the embedded data (package data of the fixtures package)
+CLAIMS_DIR = REPO_ROOT / "claims"  # the claim tests (``depth-claims run`` runs pytest on them)
+IN_CHECKOUT = (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "conftest.py").is_file()
 
 
 def depth_claims_home() -> Path:
@@ -20,4 +24,5 @@ def default_trace_cache() -> Path:
 
 
 def default_report_dir() -> Path:
-    return REPO_ROOT / "reports"
+    """``reports/`` of the checkout; of the current folder when installed from a wheel."""
+    return (REPO_ROOT if IN_CHECKOUT else Path.cwd()) / "reports"

@@ -78,6 +78,7 @@ class RunConfig:
     backend: str = "transformers"
     remote: bool = False
     tuned_lens: str | None = None  # a published lens (folder or hub resource id)
+    allow_lens_mismatch: bool = False  # accept a --tuned-lens made for another model (recorded in results)
     train_lens: bool = False  # train a missing tuned lens instead of skipping its claims
     lens_recipe: str = "auto"
     lens_alignment: str = "correct"
@@ -251,14 +252,18 @@ class ModelSession:
         }
 
     def _tuned_lens(self) -> TunedLens:
-        published = self.config.tuned_lens or self.loaded.spec.tuned_lens
+        # --tuned-lens belongs to the trained weights: the untrained control fits its own lens
+        asked = self.config.tuned_lens if self.loaded.spec.control is None else None
+        published = asked or self.loaded.spec.tuned_lens
         if published:
             try:
-                return load_published(published, self.loaded, self.config.lens_alignment)
+                return load_published(
+                    published, self.loaded, self.config.lens_alignment, allow_mismatch=bool(asked) and self.config.allow_lens_mismatch
+                )
             except LensMismatch:
                 raise
             except Exception as err:  # no network, no such resource: fall back unless it was asked for
-                if self.config.tuned_lens:
+                if asked:
                     raise RuntimeError(f"Could not load the tuned lens --tuned-lens {published}: {err}") from err
                 log.warning("The published tuned lens %s could not be loaded (%s); using a lens this suite trains.", published, err)
         return self.trained_lens("standard")
@@ -455,6 +460,8 @@ class ModelSession:
         if trace is not None:
             key = trace.meta["key"]
             data = {"data_hash": key["data"][:16], "trace_key": {k: key[k] for k in ("dataset", "positions")}}
+        read = lenses or ([self.lens(lens_name)] if lens_name and lens_name != "none" else [])
+        mismatches = [lens.mismatch for lens in read if lens.mismatch is not None]
         return {
             "git_commit": git_commit(),
             "depth_claims": harness.__version__,
@@ -472,6 +479,7 @@ class ModelSession:
                 {"compared": [lens.identity for lens in lenses]} if lenses
                 else self.lens(lens_name).identity if lens_name and lens_name != "none" else None
             ),
+            **({"lens_mismatch": mismatches[0]} if mismatches else {}),
             **({"data_sources": self.data_sources} if self.data_sources else {}),
             **(data or {}),
         }

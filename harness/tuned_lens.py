@@ -17,7 +17,14 @@ and result.
 package: a folder with ``config.json`` (its ``TunedLensConfig`` fields) and ``params.pt``
 (the state dict of the ``ModuleList`` of ``nn.Linear`` translators: ``0.weight``,
 ``0.bias``, ...). ``config.json``'s ``unembed_hash`` identifies the model's unembedding,
-computed as the package does; a lens whose hash differs is refused.
+computed as the package does; a lens whose hash differs is refused, and so is a lens
+without a hash whose recorded base model is not this model.
+
+**Lens-model mismatch** (``allow_mismatch``; ``--allow-lens-mismatch``): the GTR paper read
+Pythia-6.9B through the tuned lens trained for Pythia-6.9B-*deduped*. To reproduce that,
+a lens made for another model of the same shape is accepted when asked for, and the
+mismatch is part of the lens's identity (``lens_source.model_mismatch``), of every
+result's provenance (``lens_mismatch``) and of the report's model page.
 """
 
 from __future__ import annotations
@@ -144,6 +151,12 @@ class TunedLens(Lens):
     def identity(self) -> dict:
         return {"lens": self.name, "lens_hash": self._hash[:16], "alignment": self.alignment, "lens_source": self.source}
 
+    @property
+    def mismatch(self) -> dict | None:
+        """``{"lens_model", "model", "reason"}`` when this lens was made for another model
+        and accepted with ``allow_mismatch``; else None."""
+        return self.source.get("model_mismatch")
+
     def config(self) -> LensConfig:
         spec = self.loaded.spec
         return LensConfig(
@@ -166,20 +179,50 @@ class TunedLens(Lens):
         return folder
 
 
-def read_lens(folder: Path, loaded: LoadedModel, alignment: str = "correct", source: dict | None = None) -> TunedLens:
+def model_names(loaded: LoadedModel) -> set[str]:
+    """The names a lens's ``base_model_name_or_path`` may give ``loaded`` by: its hub id and
+    depth-claims name, each also without the owner, lower-case (a lens without an unembedding
+    hash is matched by name, with or without the owner)."""
+    spec = loaded.spec
+    names = {n.lower().rstrip("/") for n in (spec.repo_id, spec.name) if n}
+    return names | {n.rsplit("/", 1)[-1] for n in names}
+
+
+def model_mismatch(config: LensConfig, loaded: LoadedModel) -> dict | None:
+    """How a lens's recorded model differs from ``loaded``: None when it was made for it
+    (the same unembedding hash, or, for a lens without one, the same model name); else
+    ``{"lens_model", "model", "reason"}``."""
+    if config.unembed_hash:
+        model_hash = unembed_hash(loaded)
+        if config.unembed_hash == model_hash:
+            return None
+        reason = f"unembedding hash {config.unembed_hash[:12]}... vs {model_hash[:12]}..."
+    elif {lens_model := config.base_model_name_or_path.lower().rstrip("/"), lens_model.rsplit("/", 1)[-1]} & model_names(loaded):
+        return None
+    else:
+        reason = "the lens records no unembedding hash, and its model name differs"
+    return {"lens_model": config.base_model_name_or_path, "model": loaded.spec.name, "reason": reason}
+
+
+def read_lens(
+    folder: Path, loaded: LoadedModel, alignment: str = "correct", source: dict | None = None, allow_mismatch: bool = False
+) -> TunedLens:
     """Load a lens folder in the package's layout for ``loaded``, refusing a lens made for
-    another model."""
+    another model unless ``allow_mismatch`` (then recorded in its source); a lens of
+    another shape is refused always."""
     folder = Path(folder)
     missing = [name for name in (CONFIG_FILE, PARAMS_FILE) if not (folder / name).is_file()]
     if missing:
         raise FileNotFoundError(f"{folder} is not a tuned-lens folder: it lacks {', '.join(missing)}.")
     config = LensConfig.from_dict(json.loads((folder / CONFIG_FILE).read_text()))
-    model_hash = unembed_hash(loaded)
-    if config.unembed_hash and config.unembed_hash != model_hash:
+    mismatch = model_mismatch(config, loaded)
+    if mismatch is not None and not allow_mismatch:
         raise LensMismatch(
-            f"The tuned lens in {folder} was trained for {config.base_model_name_or_path} (unembedding hash "
-            f"{config.unembed_hash[:12]}...), not for {loaded.spec.name} (hash {model_hash[:12]}...). Use a lens "
-            f"made for this model, or train one: depth-claims train-lens --model {loaded.spec.name}"
+            f"The tuned lens in {folder} was trained for {config.base_model_name_or_path}, not for "
+            f"{loaded.spec.name} ({mismatch['reason']}). Use a lens made for this model, or train one: "
+            f"depth-claims train-lens --model {loaded.spec.name}. To read this model through it anyway (as the "
+            "GTR paper read pythia-6.9b through the lens of pythia-6.9b-deduped), add --allow-lens-mismatch: "
+            "the results then record the mismatch."
         )
     d_model = loaded.adapter.unembed_of(loaded.model).weight.shape[1]
     if (config.d_model, config.num_hidden_layers) != (d_model, loaded.n_layers):
@@ -193,18 +236,24 @@ def read_lens(folder: Path, loaded: LoadedModel, alignment: str = "correct", sou
             t.bias = None
     state = torch.load(folder / PARAMS_FILE, map_location="cpu", weights_only=True)
     translators.load_state_dict(state)
-    lens = TunedLens(loaded, translators, alignment, source or {"kind": "folder", "path": str(folder)})
+    source = source or {"kind": "folder", "path": str(folder)}
+    if mismatch is not None:
+        source = {**source, "model_mismatch": mismatch}
+    lens = TunedLens(loaded, translators, alignment, source)
     if (folder / TRAINING_FILE).is_file():
         lens.training_record = json.loads((folder / TRAINING_FILE).read_text())
     return lens
 
 
-def load_published(resource_id: str, loaded: LoadedModel, alignment: str = "correct") -> TunedLens:
+def load_published(resource_id: str, loaded: LoadedModel, alignment: str = "correct", allow_mismatch: bool = False) -> TunedLens:
     """A published lens: a local folder, or a resource id of the tuned-lens hub space
-    (downloaded with the package's own loader, which caches it)."""
+    (downloaded with the package's own loader, which caches it). ``allow_mismatch``: accept
+    a lens made for another model (``read_lens``)."""
     if Path(resource_id).is_dir():
-        return read_lens(Path(resource_id), loaded, alignment, {"kind": "folder", "path": str(Path(resource_id).resolve())})
+        source = {"kind": "folder", "path": str(Path(resource_id).resolve())}
+        return read_lens(Path(resource_id), loaded, alignment, source, allow_mismatch)
     from tuned_lens.load_artifacts import load_lens_artifacts
 
     config_path, _ = load_lens_artifacts(resource_id)
-    return read_lens(config_path.parent, loaded, alignment, {"kind": "published", "repo": PUBLISHED_REPO, "id": resource_id})
+    source = {"kind": "published", "repo": PUBLISHED_REPO, "id": resource_id}
+    return read_lens(config_path.parent, loaded, alignment, source, allow_mismatch)

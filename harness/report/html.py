@@ -393,6 +393,21 @@ def render(template: str, **context) -> str:
     return templates().get_template(template).render(**context)
 
 
+def lens_mismatches(records: list[dict]) -> list[dict]:
+    """Each tuned lens made for another model that records were read through
+    (``provenance.lens_mismatch``, --allow-lens-mismatch), once, with those records' claims."""
+    found: dict[tuple, dict] = {}
+    for r in records:
+        prov = r.get("provenance") if isinstance(r.get("provenance"), dict) else {}
+        m = prov.get("lens_mismatch")
+        if not isinstance(m, dict):
+            continue
+        key = (m.get("lens_model"), m.get("model"), m.get("reason"))
+        entry = found.setdefault(key, {**m, "records": []})
+        entry["records"].append(r)
+    return list(found.values())
+
+
 def build_model_report(folder: Path) -> Path:
     """Write ``<folder>/index.html`` from the folder's claims.json, CSVs and PNGs."""
     folder = Path(folder)
@@ -411,6 +426,7 @@ def build_model_report(folder: Path) -> Path:
         max_problem_kinds=MAX_PROBLEM_KINDS,
         lens_quality=figure_files(folder, LENS_QUALITY_PREFIX),
         lens_convergence=figure_files(folder, LENS_CONVERGENCE_PREFIX),
+        mismatches=lens_mismatches(records),
         provenances=provenances,
         common=common,
         varying=varying,

@@ -147,6 +147,17 @@ PROVENANCE_SCHEMA: dict = {
         "device": {"type": "string", "description": "Device of the model's first parameters (cpu, cuda:0, ...)."},
         "backend": {"type": "string", "description": "How forward passes ran: transformers, nnsight or nnsight-remote."},
         "lens": LENS_IDENTITY_SCHEMA,
+        "lens_mismatch": {
+            "type": "object",
+            "required": ["lens_model", "model", "reason"],
+            "properties": {
+                "lens_model": {"type": "string", "minLength": 1, "description": "The model the tuned lens was trained for."},
+                "model": {"type": "string", "minLength": 1, "description": "The model it read (this record's model)."},
+                "reason": {"type": "string", "description": "How they differ (unembedding hash or name)."},
+            },
+            "description": "Present only when a tuned lens made for another model was read with "
+            "--allow-lens-mismatch (e.g. the GTR paper's pythia-6.9b read through the lens of pythia-6.9b-deduped).",
+        },
         "data_hash": {"type": "string", "minLength": 1, "description": "Hash of the prompts the result was computed on."},
         "dataset": {"type": "string", "description": "Dataset name of an intervention result."},
         "data_source": {"type": "string", "description": "File the prompts were read from."},
