@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-# The folder holding the packages harness/, claims/ and fixtures/: the checkout, or the
-# site-packages of an installed wheel (pyproject.toml ships all three).
+# The folder holding harness/, claims/ and fixtures/: the checkout, or the site-packages of
+# an installed wheel (pyproject.toml ships all three; fixtures/ as depth_claims_fixtures).
 REPO_ROOT = Path(__file__).resolve().parent.parent
-FIXTURES_DIR = REPO_ROOT / "fixtures"  # the embedded data (package data of the fixtures package)
+# The embedded data: fixtures/ of the checkout, installed as the package depth_claims_fixtures.
+FIXTURES_DIR = next(
+    (d for d in (REPO_ROOT / "fixtures", REPO_ROOT / "depth_claims_fixtures") if d.is_dir()), REPO_ROOT / "fixtures"
+)
 CLAIMS_DIR = REPO_ROOT / "claims"  # the claim tests (``depth-claims run`` runs pytest on them)
 IN_CHECKOUT = (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "conftest.py").is_file()
 

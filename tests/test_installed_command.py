@@ -75,7 +75,7 @@ def test_the_installed_command_runs_the_claims_from_an_empty_folder(venv, tmp_pa
     work.mkdir()
     env = _clean_env(tmp_path)
     where = _sh(
-        [str(venv / "bin" / "python"), "-c", "import harness, claims, fixtures; print(harness.__file__, claims.__file__, fixtures.__file__)"],
+        [str(venv / "bin" / "python"), "-c", "import harness, claims, depth_claims_fixtures as f; from harness.paths import FIXTURES_DIR; print(harness.__file__, claims.__file__, f.__file__, FIXTURES_DIR)"],
         cwd=work, env=env,
     ).stdout.split()
     assert all(Path(p).is_relative_to(venv) for p in where), f"imported from outside the venv: {where}"
@@ -123,3 +123,20 @@ def test_run_isolates_pytest_and_reports_to_the_current_folder(tmp_path, monkeyp
     assert first[first.index("--confcutdir") + 1] == str(CLAIMS_DIR) and first[first.index("-c") + 1] == os.devnull
     assert "no:cacheprovider" in first and "no:benchmark" in first and "harness.pytest_plugin" in first
     assert "--report-dir" not in second and second[-1] == "--co"
+
+
+def test_the_wheel_lists_every_package_of_the_checkout():
+    """pyproject.toml names the packages explicitly (fixtures/ installs under another name):
+    a new subpackage must be added there, or the installed command would miss it."""
+    import tomllib
+
+    config = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    rename = {folder: name for name, folder in config["package-dir"].items()}
+    found = set()
+    for init in REPO_ROOT.glob("*/**/__init__.py"):
+        folder = init.parent.relative_to(REPO_ROOT)
+        if folder.parts[0] in ("harness", "claims", "fixtures"):
+            dotted = ".".join(folder.parts)
+            found.add(rename.get(dotted, dotted))
+    assert found == set(config["packages"])
+    assert "fixtures" not in config["packages"]  # would shadow the PyPI package "fixtures"
