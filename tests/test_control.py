@@ -67,6 +67,31 @@ def test_the_control_is_untrained_with_the_models_config(checkpoint):
         assert control.model.get_output_embeddings().weight is control.model.get_input_embeddings().weight
 
 
+@pytest.mark.parametrize("family", sorted(CONFIGS))
+def test_the_cached_control_weights_equal_a_fresh_draw(family, tmp_path, monkeypatch):
+    """The first load draws the control's weights and stores them; the second reads them
+    back: both equal model_from_config under the control seed in every parameter and
+    buffer, and tied embeddings stay tied."""
+    from harness.models.loading import untrained_control
+
+    monkeypatch.setenv("DEPTH_CLAIMS_HOME", str(tmp_path))
+    config = CONFIGS[family]()
+    fresh = model_from_config(config, seed=CONTROL_SEED)
+    drawn = untrained_control(config, torch.float32)
+    assert len(list((tmp_path / "models" / "controls").glob("*.safetensors"))) == 1
+    torch.manual_seed(123)  # reading back must not depend on the global random state
+    read = untrained_control(config, torch.float32)
+    expected = {**fresh.state_dict(), **dict(fresh.named_buffers())}
+    for model in (drawn, read):
+        got = {**model.state_dict(), **dict(model.named_buffers())}
+        assert got.keys() == expected.keys()
+        for name, tensor in expected.items():
+            assert torch.equal(got[name], tensor), f"{family}: {name}"
+        if getattr(config, "tie_word_embeddings", False):
+            assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    assert not read.training and not any(p.requires_grad for p in read.parameters())
+
+
 def test_every_snapshot_claim_runs_on_the_control(checkpoint):
     control = load_model(resolve(control_of(str(checkpoint))), device="cpu", dtype="float32")
     results = claim_results(control)

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from harness.files import atomic_dir, write_text
+from harness.files import atomic_dir, atomic_path, file_lock, write_text
 from harness.models.adapters import ArchitectureAdapter, adapter_for
 from harness.models.registry import CONTROL_SEED, CONTROL_SUFFIX, ModelSpec
 from harness.paths import depth_claims_home
@@ -260,7 +260,7 @@ def load_model(spec: ModelSpec, device: str = "auto", dtype: str = "auto") -> Lo
     if spec.control == "untrained":
         # The untrained control: the config only (no weights are read), weights drawn by the
         # model's own initialisation under CONTROL_SEED; tied embeddings stay tied.
-        model = model_from_config(config, seed=CONTROL_SEED, dtype=torch_dtype)
+        model = untrained_control(config, torch_dtype)
     else:
         model = load_weights(source, load_revision, **kwargs)
     if dev.type != "cuda" or spec.control is not None:
@@ -368,4 +368,45 @@ def model_from_config(config, seed: int = 0, dtype: torch.dtype = torch.float32)
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return model.eval().requires_grad_(False)
+
+
+def untrained_control(config, dtype: torch.dtype) -> nn.Module:
+    """``model_from_config(config, CONTROL_SEED)``, its weights cached on disk after the
+    first draw: drawing them costs seconds per run (5 s for the default model on 2 cores),
+    reading them back a fraction of one. The file is named by everything that decides the
+    draw (the config, the seed, the dtype, torch and transformers), so it equals a fresh
+    draw exactly (tests/test_control.py checks every family)."""
+    import safetensors.torch
+    import transformers
+    from transformers import AutoModelForCausalLM
+    from transformers.initialization import no_init_weights
+
+    key = json.dumps(
+        {"config": config.to_diff_dict(), "seed": CONTROL_SEED, "dtype": str(dtype), "torch": torch.__version__,
+         "transformers": transformers.__version__},
+        sort_keys=True, default=str,
+    )
+    path = depth_claims_home() / "models" / "controls" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.safetensors"
+    with file_lock(path):
+        if not path.is_file():
+            model = model_from_config(config, seed=CONTROL_SEED, dtype=dtype)
+            # one tensor per parameter (tied ones under their first name) and persistent buffer
+            weights = {name: t.contiguous() for name, t in model.named_parameters()}
+            persistent = model.state_dict(keep_vars=True)
+            weights.update({name: b.contiguous() for name, b in model.named_buffers() if name in persistent})
+            with atomic_path(path) as tmp:
+                safetensors.torch.save_file(weights, str(tmp))
+            return model
+    with no_init_weights():
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    stored = safetensors.torch.load_file(str(path))
+    missing, unexpected = model.load_state_dict(stored, strict=False)
+    model.tie_weights()
+    tied = {name for name, _ in model.named_parameters(remove_duplicate=False)} - {name for name, _ in model.named_parameters()}
+    if unexpected or set(missing) - tied:
+        raise RuntimeError(
+            f"the cached untrained control {path} does not fit its model (missing {sorted(set(missing) - tied)}, "
+            f"unexpected {sorted(unexpected)}): delete the file to draw the weights again."
+        )
     return model.eval().requires_grad_(False)
