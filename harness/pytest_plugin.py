@@ -75,13 +75,13 @@ def _split(values: list[str] | None, default: list[str]) -> tuple[str, ...]:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("depth-claims")
-    g.addoption("--model", action="append", help=f"model name, hub id or local folder; repeat or comma-separate for several (default {DEFAULT_MODEL})")
+    g.addoption("--model", action="append", help=f"model name, hub id (NAME@REV for a revision), local folder or GGUF file; repeat or comma-separate for several (default {DEFAULT_MODEL})")
     g.addoption("--revision", default=None, help="branch, tag or commit of the hub model(s) in --model (NAME@REV does the same for one)")
     g.addoption("--lens", action="append", help=f"lens(es) to read layers with: {', '.join(LENS_NAMES)} (default both)")
     g.addoption("--tuned-lens", default=None, metavar="FOLDER_OR_ID", help="a published tuned lens for the (single) --model: a local folder with config.json + params.pt, or a resource id of the tuned-lens hub space (default: the model's published lens if the registry names one, else the lens this suite trained)")
     g.addoption("--allow-lens-mismatch", action="store_true", help="accept a --tuned-lens trained for another model than --model (e.g. the GTR paper read pythia-6.9b through the lens of pythia-6.9b-deduped); recorded in every result's provenance and shown in the report")
     g.addoption("--train-lens", action="store_true", help="train the tuned lenses a claim needs when the cache lacks them (default: skip those claims and print the command that trains them)")
-    g.addoption("--lens-recipe", default="auto", choices=["auto", *RECIPES], help="training recipe of self-trained tuned lenses (auto: 'paper' on a GPU, 'cpu-small' on CPU)")
+    g.addoption("--lens-recipe", default="auto", choices=["auto", *RECIPES], help="training recipe of self-trained tuned lenses (auto: 'paper' on a GPU, 'closed-form' on CPU)")
     g.addoption("--lens-alignment", default="correct", choices=["correct", "paper"], help="tuned lens translator l reads h_l (correct) or h_{l+1} as in the paper's code (paper); recorded in every result")
     g.addoption("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the model runs (default auto)")
     g.addoption("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="model dtype (auto: bfloat16 on GPU, float32 on CPU)")
