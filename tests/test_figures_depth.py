@@ -98,7 +98,7 @@ def test_contribution_bars_cso1_and_cso2(rng, tmp_path):
     fig = contribution_bars(result, table, "relative_contribution")
     assert _is_figure(fig) and len(fig.axes) == 1
     ax = fig.axes[0]
-    assert "CSO-1" in ax.get_title() and "n = 3 prompts" in ax.get_title() and "verdict" in ax.get_title()
+    assert "CSO-1" in ax.get_title() and "n = 3 ·" in ax.get_title() and "verdict" in ax.get_title()
     assert "relative contribution" in ax.get_ylabel() and ax.get_xlabel()
     assert len(ax.patches) == 3 * L
     # shorter bars in front at every layer

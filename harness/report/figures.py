@@ -19,7 +19,7 @@ def _title(result: ClaimResult, what: str) -> str:
     lens = "" if result.lens == "none" else f"{result.lens} lens · "
     return (
         f"{result.claim.id}: {what}\n{result.model} · {lens}{result.dataset} · "
-        f"n = {e.n} prompts · verdict: {result.verdict} ({e.value:.2f}, 95% CI {e.ci_low:.2f}-{e.ci_high:.2f})"
+        f"n = {e.n} · verdict: {result.verdict} ({e.value:.2f}, 95% CI {e.ci_low:.2f} to {e.ci_high:.2f})"
     )
 
 
