@@ -47,6 +47,10 @@ def publish(model_session, claim_results, claim_snapshot):  # noqa: F811  (the i
         provenance = model_session.provenance(None if lenses else model_session.lens_of_label(result.lens), trace, data, lenses)
         if not lenses:
             result = replace(result, fidelity=model_session.lens_fidelity(result, trace))
+        else:
+            # a comparison of lenses (GTR-6/7): the tuned lens's fidelity and convergence at the
+            # layers its statistic reads (the tuned lens is the reference both comparisons rest on)
+            result = replace(result, fidelity=model_session.lens_fidelity(result, None, "tuned"))
         is_control = model_session.loaded.spec.control is not None
         if model_session.config.control and not is_control and not result.claim.compares_with_control:
             result = replace(result, control=_control_of(result, claim_results))

@@ -297,10 +297,11 @@ class ModelSession:
         key = {"held_out_kl": 1, **self.loaded.identity, "data": [data.name, data.content_hash], "ids": ids.shape[0] * ids.shape[1]}
         return pd.DataFrame(self.cache.fetch(key, compute)[0])
 
-    def lens_fidelity(self, result, trace: LayerTrace | None = None) -> LensFidelity | None:
-        """The fidelity of the lens ``result`` was read through, at the layers its statistic
-        reads (``harness/fidelity.py``); None for results not read through one lens."""
-        name = self.lens_of_label(result.lens)
+    def lens_fidelity(self, result, trace: LayerTrace | None = None, lens_name: str | None = None) -> LensFidelity | None:
+        """The fidelity of the lens ``result`` was read through (or of ``lens_name``), at the
+        layers its statistic reads (``harness/fidelity.py``); None for results not read
+        through a lens."""
+        name = lens_name or self.lens_of_label(result.lens)
         if name not in LENS_NAMES:
             return None
         table = self.held_out_kl

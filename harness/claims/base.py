@@ -429,7 +429,7 @@ class ClaimResult:
         if self.robustness is not None and self.robustness.hinges_on:
             text += f"; leave-one-layer-out: {self.robustness.label}"
         if self.fidelity is not None and (self.fidelity.unreliable or self.fidelity.converged is False):
-            text += f"; {self.lens} lens at layers {self.fidelity.layers[0]}-{self.fidelity.layers[-1]}: {self.fidelity.label}"
+            text += f"; {self.fidelity.lens} lens at layers {self.fidelity.layers[0]}-{self.fidelity.layers[-1]}: {self.fidelity.label}"
         if self.control is not None:
             ce = self.control.estimate
             text += f"; untrained control: {self.control.verdict} {ce.value:.3f} ({ce.ci_low:.3f} to {ce.ci_high:.3f}, n={ce.n})"

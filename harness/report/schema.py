@@ -242,8 +242,9 @@ RECORD_SCHEMA: dict = {
         },
         "lens_fidelity": {
             "oneOf": [{"type": "null"}, FIDELITY_SCHEMA],
-            "description": "How faithful the lens is at the layers the statistic reads (harness/fidelity.py); null for "
-            "results not read through one lens.",
+            "description": "How faithful the lens is at the layers the statistic reads (harness/fidelity.py); for a "
+            "comparison of lenses (GTR-6/7) the tuned lens's, which both comparisons rest on; null for results "
+            "read through no lens (interventions).",
         },
         "too_little_data": {
             "type": "array", "items": {"type": "string"},
