@@ -94,15 +94,16 @@ def path_problems(opts: PathOptions) -> list[str]:
                         f"--data-dir {data_dir} lacks the {kind} data ({' and '.join(str(p) for p in files)}): add it, or give "
                         f"{KIND_OPTIONS[kind]} FILE or a --data source of that kind."
                     )
-    if opts.report_dir is not None:
-        problem = writable_problem(opts.report_dir, "--report-dir", "give a folder you can write to (it is created when missing).")
-        problems.append(problem) if problem else None
-    if opts.trace_cache is not None:
-        problem = writable_problem(opts.trace_cache, "--trace-cache", "give a writable folder, or pass --no-trace-cache.")
-        problems.append(problem) if problem else None
-    home = opts.home or depth_claims_home()
-    problem = writable_problem(home, "The cache folder", "set DEPTH_CLAIMS_HOME to a writable folder (models, token frequencies and lenses are kept there).")
-    problems.append(problem) if problem else None
+    folders = [
+        (opts.report_dir, "--report-dir", "give a folder you can write to (it is created when missing)."),
+        (opts.trace_cache, "--trace-cache", "give a writable folder, or pass --no-trace-cache."),
+        (opts.home or depth_claims_home(), "The cache folder",
+         "set DEPTH_CLAIMS_HOME to a writable folder (models, token frequencies and lenses are kept there)."),
+    ]
+    for folder, what, fix in folders:
+        problem = None if folder is None else writable_problem(folder, what, fix)
+        if problem:
+            problems.append(problem)
     if sources:
         problems.extend(_datasets_cache_problems())
     if opts.tuned_lens:
