@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.data.jsonl import jsonl_records
 from harness.data.prose import DataMissing
 from harness.paths import FIXTURES_DIR
 
@@ -102,18 +103,13 @@ def read_choices_file(path: Path) -> list[ChoiceTask]:
     the same ``task`` form one task (no ``task``: the file's stem), in order of appearance."""
     path = Path(path)
     tasks: dict[str, list[ChoiceItem]] = {}
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                rec = json.loads(line)
-                task = str(rec.get("task") or path.stem)
-                item = ChoiceItem(task, rec["prompt"], tuple(rec["options"]), rec["answer"])
-            except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
-                raise ValueError(f"{where}: expected {{prompt, options, answer[, task]}} ({err}).") from None
-            tasks.setdefault(task, []).append(_check(item, where))
+    for _, where, rec in jsonl_records(path):
+        try:
+            task = str(rec.get("task") or path.stem)
+            item = ChoiceItem(task, rec["prompt"], tuple(rec["options"]), rec["answer"])
+        except (KeyError, TypeError, AttributeError) as err:
+            raise ValueError(f"{where}: expected {{prompt, options, answer[, task]}} ({err}).") from None
+        tasks.setdefault(task, []).append(_check(item, where))
     if not tasks:
         raise ValueError(f"{path}: no prompts.")
     return [ChoiceTask(name, tuple(items), str(path)) for name, items in tasks.items()]

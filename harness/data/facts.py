@@ -33,6 +33,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.data.jsonl import jsonl_records
 from harness.data.prose import DataMissing
 from harness.paths import FIXTURES_DIR
 
@@ -94,33 +95,25 @@ def read_facts_jsonl(path: Path, name: str | None = None) -> FactSet:
     ``<file stem>-<line>``; errors name the file and line."""
     path = Path(path)
     facts, ids = [], {}
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: not valid JSON ({err}).") from None
-            if not isinstance(rec, dict):
-                raise ValueError(f"{where}: expected a JSON object with 'prompt' and 'answer'.")
-            missing = [k for k in ("prompt", "answer") if k not in rec]
-            if missing:
-                raise ValueError(f"{where}: expected a JSON object with 'prompt' and 'answer'; missing {missing}.")
-            fact_id = str(rec.get("id", f"{path.stem}-{line_no}"))
-            if fact_id in ids:
-                raise ValueError(f"{where}: id {fact_id!r} repeats line {ids[fact_id]}.")
-            ids[fact_id] = line_no
-            relation = rec.get("relation", "")
-            facts.append(
-                Fact(
-                    id=fact_id,
-                    relation="" if relation is None else str(relation),
-                    prompt=_text(rec["prompt"], "prompt", where, "right"),
-                    answer=_text(rec["answer"], "answer", where, "both"),
-                )
+    for line_no, where, rec in jsonl_records(path):
+        if not isinstance(rec, dict):
+            raise ValueError(f"{where}: expected a JSON object with 'prompt' and 'answer'.")
+        missing = [k for k in ("prompt", "answer") if k not in rec]
+        if missing:
+            raise ValueError(f"{where}: expected a JSON object with 'prompt' and 'answer'; missing {missing}.")
+        fact_id = str(rec.get("id", f"{path.stem}-{line_no}"))
+        if fact_id in ids:
+            raise ValueError(f"{where}: id {fact_id!r} repeats line {ids[fact_id]}.")
+        ids[fact_id] = line_no
+        relation = rec.get("relation", "")
+        facts.append(
+            Fact(
+                id=fact_id,
+                relation="" if relation is None else str(relation),
+                prompt=_text(rec["prompt"], "prompt", where, "right"),
+                answer=_text(rec["answer"], "answer", where, "both"),
             )
+        )
     if not facts:
         raise ValueError(f"{path}: no facts.")
     unique, n_dup = _dedupe(facts)

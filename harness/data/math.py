@@ -12,11 +12,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.data.jsonl import jsonl_records
 from harness.data.prose import DataMissing
 from harness.paths import FIXTURES_DIR
 
@@ -71,16 +71,8 @@ def gsm8k_problem(rec, where: str, problem_id: str) -> MathProblem:
 
 def read_problems(path: Path) -> tuple[MathProblem, ...]:
     problems = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: not valid JSON ({err}).") from None
-            problems.append(gsm8k_problem(rec, where, str(rec.get("id", n)) if isinstance(rec, dict) else str(n)))
+    for n, where, rec in jsonl_records(path):
+        problems.append(gsm8k_problem(rec, where, str(rec.get("id", n)) if isinstance(rec, dict) else str(n)))
     if not problems:
         raise ValueError(f"{path} holds no problems.")
     return tuple(problems)

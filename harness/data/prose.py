@@ -8,10 +8,10 @@ token-frequency counts.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.data.jsonl import jsonl_records
 from harness.paths import FIXTURES_DIR
 
 EMBEDDED_PROSE = FIXTURES_DIR / "prose"
@@ -50,15 +50,11 @@ class Corpus:
 
 def _read_jsonl(path: Path) -> list[Paragraph]:
     out = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                out.append(Paragraph(id=str(rec["id"]), text=str(rec["text"])))
-            except (json.JSONDecodeError, KeyError) as err:
-                raise ValueError(f"{path}:{line_no}: expected a JSON object with 'id' and 'text' ({err}).") from None
+    for _, where, rec in jsonl_records(path):
+        try:
+            out.append(Paragraph(id=str(rec["id"]), text=str(rec["text"])))
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"{where}: expected a JSON object with 'id' and 'text' ({err}).") from None
     return out
 
 
