@@ -106,11 +106,16 @@ def test_gtr7_frequent_guesses_survive_downweighted_tuned_lens(model_session, ne
 
     Control: the same prefixes, with both tuned lenses fitted to the control by the same
     recipe on the same corpus."""
+    _publish_gtr7(gtr_lens.gtr7_frequent_guesses_not_probe_artefact, model_session, need_lens, publish)
+
+
+def _publish_gtr7(statistic, model_session, need_lens, publish) -> None:
+    """GTR-7 (v1 or v2): both tuned lenses fitted here, read on the GTR-1 prefixes."""
     standard = need_lens(lambda: model_session.trained_lens("standard"))
     weighted = need_lens(lambda: model_session.trained_lens("downweight-frequent"))
     standard_trace, weighted_trace = model_session.prefix_trace_for(standard), model_session.prefix_trace_for(weighted)
     label = model_session.lens_label("tuned") + "-vs-downweighted"
-    result, table = gtr_lens.gtr7_frequent_guesses_not_probe_artefact(
+    result, table = statistic(
         standard_trace, weighted_trace, model_session.frequency, model_session.name, label, model_session.corpus.name
     )
     publish(result, table, partial(figures_lens.top10_share_curves, result, table), standard_trace, lenses=[standard, weighted])
@@ -125,14 +130,7 @@ def test_gtr7v2_frequent_guesses_exist_and_survive_downweighting(model_session, 
     with no frequent early guesses at all, passes v1 trivially).
 
     Control: as GTR-7."""
-    standard = need_lens(lambda: model_session.trained_lens("standard"))
-    weighted = need_lens(lambda: model_session.trained_lens("downweight-frequent"))
-    standard_trace, weighted_trace = model_session.prefix_trace_for(standard), model_session.prefix_trace_for(weighted)
-    label = model_session.lens_label("tuned") + "-vs-downweighted"
-    result, table = gtr_lens.gtr7v2_frequent_guesses_exist_and_survive(
-        standard_trace, weighted_trace, model_session.frequency, model_session.name, label, model_session.corpus.name
-    )
-    publish(result, table, partial(figures_lens.top10_share_curves, result, table), standard_trace, lenses=[standard, weighted])
+    _publish_gtr7(gtr_lens.gtr7v2_frequent_guesses_exist_and_survive, model_session, need_lens, publish)
 
 
 @pytest.mark.versus_control

@@ -135,15 +135,21 @@ def _curve_rows(values: dict[str, np.ndarray], measure: str) -> list[dict]:
 # --------------------------------------------------------------------------- CSO-1 v2
 
 
-def relative_halves_ratio(model: np.ndarray, control: np.ndarray, kept: list[int] | None = None) -> Estimate:
-    """(second-half / first-half mean relative contribution) of the model over the
-    control's; [prompts, L] each, the same prompts resampled for both."""
+def halves_ratios(model: np.ndarray, control: np.ndarray, kept: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """CSO-1's ratio (second-half / first-half mean relative contribution) of the model and
+    of the control ([2]) and their bootstrap replicates ([n_boot, 2]); [prompts, L] each,
+    the same prompts resampled for both."""
     first, second = cso.halves(model.shape[1])
     if kept is not None:
         first, second = np.intersect1d(first, kept), np.intersect1d(second, kept)
     num = np.stack([model[:, second].mean(1), control[:, second].mean(1)], axis=1)
     den = np.stack([model[:, first].mean(1), control[:, first].mean(1)], axis=1)
-    ratio, boots = ratio_replicates(num, den)
+    return ratio_replicates(num, den)
+
+
+def relative_halves_ratio(model: np.ndarray, control: np.ndarray, kept: list[int] | None = None) -> Estimate:
+    """The model's CSO-1 ratio over the control's, with its joint-bootstrap interval."""
+    ratio, boots = halves_ratios(model, control, kept)
     with np.errstate(invalid="ignore", divide="ignore"):
         return _replicate_estimate(ratio[0] / ratio[1], boots[:, 0] / boots[:, 1], len(model), len(model))
 
@@ -156,9 +162,10 @@ def cso1v2_relative_to_control(
     est = relative_halves_ratio(model_relative, control_relative)
     table = pd.DataFrame(_curve_rows({model: model_relative, control: control_relative}, "relative_contribution"))
     n_layers = model_relative.shape[1]
+    ratios, _ = halves_ratios(model_relative, control_relative)
     details = {
-        "model_ratio": cso.halves_ratio(model_relative).value,
-        "control_ratio": cso.halves_ratio(control_relative).value,
+        "model_ratio": float(ratios[0]),
+        "control_ratio": float(ratios[1]),
         "control": control,
         "n_layers": n_layers,
     }
