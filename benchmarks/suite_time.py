@@ -15,6 +15,7 @@ Run it alone: two torch processes on this 2-core machine slow each other badly.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -84,9 +85,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "benchmarks" / "suite_time.json")
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
+    parser.add_argument("--work-dir", type=Path, help="keep the home, trace cache and reports here (must not exist; "
+                        "default: a temporary folder, deleted afterwards)")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="suite-time-") as tmp:
+    if args.work_dir is not None and args.work_dir.exists():
+        raise SystemExit(f"--work-dir {args.work_dir} exists: the cold run needs empty folders; name a new one.")
+    with (contextlib.nullcontext(str(args.work_dir)) if args.work_dir else tempfile.TemporaryDirectory(prefix="suite-time-")) as tmp:
         tmp = Path(tmp)
+        tmp.mkdir(parents=True, exist_ok=True)
         home, cache, reports = tmp / "home", tmp / "traces", tmp / "reports"
         print("cold run (fresh home and trace cache) ...", flush=True)
         cold = run_claims(home, cache, reports, tmp / "cold.json", args.pytest_args)

@@ -10,7 +10,7 @@ from harness.interventions.backend import HookBackend
 from harness.interventions.contributions import token_contributions
 from harness.interventions.erasure import erasure_map, mean_residuals
 from harness.interventions.gradients import integrated_gradients
-from harness.interventions.skip import SkipRow, skip_edit, skip_effects
+from harness.interventions.skip import SkipRow, output_changes, skip_edit, skip_effects
 from tests.test_adapters import ATOL, Case, case  # noqa: F401  (the per-family fixture)
 
 
@@ -57,6 +57,24 @@ def test_skipping_a_layer_replaces_its_output_by_its_input(case: Case):
     assert np.allclose(np.diag(effect.future), 1.0, atol=1e-4)  # the skipped layer adds nothing
     assert np.allclose(np.triu(effect.future, 0)[np.tril_indices(case.n_layers, -1)], 0.0)  # earlier layers untouched
     assert (effect.output > 0).all()
+
+
+@pytest.mark.parametrize("max_positions", [3, 1024])
+def test_output_changes_equal_one_head_per_row(case: Case, max_positions):
+    """The head batched over the positions of many rows (cut every ``max_positions``, also
+    inside a row) gives each row's largest L2 change of the output distribution, as one
+    softmax per row computes it."""
+    backend = HookBackend(case.loaded)
+    ids = list(case.prompts[0])
+    rows = [SkipRow(s, until, until) for s in range(case.n_layers) for until in (1, len(ids) // 2)]
+    with torch.no_grad():
+        final = backend.forward(torch.tensor([ids] * (len(rows) + 1)), edits=skip_edit(rows, 0, len(ids))).resid[-1]
+        clean = torch.softmax(backend.logits(final[0]).float(), -1)
+        expected = [(torch.softmax(backend.logits(final[i + 1, r.measure_from :]).float(), -1) - clean[r.measure_from :])
+                    .norm(dim=-1).max().item() for i, r in enumerate(rows)]
+        got = output_changes(backend, final, [r.measure_from for r in rows], max_positions)
+    assert np.allclose(got, expected, atol=1e-6, rtol=1e-5)
+    assert max(expected) > 0
 
 
 def test_erasing_after_the_last_predicting_position_changes_nothing(case: Case):

@@ -117,7 +117,11 @@ class Backend(abc.ABC):
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """The model's own head (final norm, unembedding, soft-cap) on residuals ``h``."""
         unembed = self.loaded.adapter.unembed_of(self.loaded.model)
-        return self.loaded.adapter.residual_to_logits(self.loaded.model, h.to(unembed.weight.device))
+        # As one [positions, D] matrix: a strided [B, A, D] slice would otherwise make the
+        # unembedding a batched matmul over a broadcast weight (~10x slower on a CPU).
+        flat = h.to(unembed.weight.device).reshape(-1, h.shape[-1])
+        logits = self.loaded.adapter.residual_to_logits(self.loaded.model, flat)
+        return logits.reshape(*h.shape[:-1], logits.shape[-1])
 
     def _check_edits(self, edits: Mapping[int, Edit] | None) -> dict[int, Edit]:
         edits = dict(edits or {})

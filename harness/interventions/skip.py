@@ -31,6 +31,8 @@ from harness.interventions import reuse as reuse_rows
 EPS = 1e-6
 # Recorded residuals of one batch may use this many bytes (sets rows per batch).
 RECORD_BUDGET_BYTES = 1 << 30
+# Positions whose output distribution is computed at once (each [V] float32: 1024 x 49k ~ 200 MB).
+HEAD_POSITIONS = 1024
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,31 @@ def skip_edit(rows: list[SkipRow], front: int, n_tokens: int, row_offset: int = 
         return edit
 
     return {point: make(entries) for point, entries in by_point.items()}
+
+
+def output_changes(backend: Backend, final: torch.Tensor, starts: list[int], max_positions: int = HEAD_POSITIONS) -> list[float]:
+    """For each edited row ``i + 1`` of ``final`` (``h_L``, [B, T, D]; row 0 clean): the
+    largest L2 change of the output distribution over positions ``starts[i]`` .. T - 1.
+    The head runs on the positions of many rows at once (one large matmul instead of one
+    per row), ``max_positions`` at a time."""
+    n_tokens = final.shape[1]
+    clean = torch.softmax(backend.logits(final[0]).float(), -1)  # [T, V]
+    cells = [(i, t) for i, start in enumerate(starts) for t in range(start, n_tokens)]
+    best = [0.0] * len(starts)
+    for lo in range(0, len(cells), max_positions):
+        part = cells[lo : lo + max_positions]
+        rows = torch.tensor([i + 1 for i, _ in part], device=final.device)
+        positions = torch.tensor([t for _, t in part], device=final.device)
+        probs = torch.softmax(backend.logits(final[rows, positions]).float(), -1)
+        j = 0
+        while j < len(part):  # each row's positions are consecutive: subtract in place, slice by slice
+            i, first = part[j]
+            n = next((k for k in range(j, len(part)) if part[k][0] != i), len(part)) - j
+            probs[j : j + n].sub_(clean[first : first + n])
+            j += n
+        for (i, _), value in zip(part, probs.norm(dim=-1).tolist()):
+            best[i] = max(best[i], value)
+    return best
 
 
 def skip_effects(
@@ -128,15 +155,13 @@ def skip_effect_groups(
         batch = torch.tensor([ids] * (len(chunk) + 1))
         with reuse_rows.replayed(backend, clean, start + 1):
             record = backend.forward(batch, edits=skip_edit([row for _, row in chunk], front, n_tokens))
-        clean_probs = torch.softmax(backend.logits(record.resid[-1][0]).float(), -1)  # [T, V]
         for l in range(start, n_layers):  # blocks before the first skipped one are unchanged
             contribution = record.layer(l).float()  # [B, T, D]
             change = (contribution[1:] - contribution[:1]).norm(dim=-1) / contribution[:1].norm(dim=-1).clamp(min=EPS)
             for i, (g, row) in enumerate(chunk):
                 value = change[i, row.measure_from :].max().item()
                 future[g, row.layer, l] = max(future[g, row.layer, l], value)
-        for i, (g, row) in enumerate(chunk):
-            probs = torch.softmax(backend.logits(record.resid[-1][i + 1, row.measure_from :]).float(), -1)
-            value = (probs - clean_probs[row.measure_from :]).norm(dim=-1).max().item()
+        changes = output_changes(backend, record.resid[-1], [row.measure_from for _, row in chunk])
+        for (g, row), value in zip(chunk, changes):
             output[g, row.layer] = max(output[g, row.layer], value)
     return [SkipEffect(future=future[g], output=output[g]) for g in range(len(groups))]
