@@ -215,7 +215,7 @@ def _written_claims(folder: Path) -> Path:
 
 
 CLAIM = Claim(
-    id="TST-1", version=2, paper="A paper", source="Fig. 1", statement="Something holds.",
+    id="TST-1", name="something holds", version=2, paper="A paper", source="Fig. 1", statement="Something holds.",
     statistic="a mean", threshold=0.2, direction="above", paper_value="about 0.4",
 )
 

@@ -68,7 +68,7 @@ def test_the_same_code_twice_gives_the_same_snapshot():
 # --------------------------------------------------------------------------- 2. the extension
 
 CLAIM = Claim(
-    id="TEST-1", version=3, paper="", source="", statement="", statistic="", threshold=0.5, direction="above",
+    id="TEST-1", name="a test claim", version=3, paper="", source="", statement="", statistic="", threshold=0.5, direction="above",
     paper_value="", tolerances={"statistic": Tolerance(abs=0.01), "share": Tolerance(rel=0.1),
                                 "share/Top-10": Tolerance(abs=0.001)},
 )

@@ -7,6 +7,7 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from harness.fidelity import LensFidelity
 from harness.stats import Direction, Estimate, Verdict, verdict
@@ -101,6 +102,8 @@ class Claim:
     """
 
     id: str
+    # A few words naming the claim (its test: test_<id>_<name with underscores>).
+    name: str
     version: int
     paper: str
     source: str
@@ -127,6 +130,22 @@ class Claim:
     # "ci_high", "n", "subchecks", "curves", or a curve name or its leading part
     # ("share", "share/Top-10"); the longest matching key wins, DEFAULT_TOLERANCE otherwise.
     tolerances: Mapping[str, Tolerance] = field(default_factory=dict, hash=False)
+    # How the claim is checked on one model: ``evidence(run) -> Evidence`` obtains what it
+    # reads from ``run.session`` (traces, measurements), computes the statistic and names
+    # the figure. claims/test_claims.py makes one test of it per model (and per --lens when
+    # ``per_lens``); its docstring is the test's. Not part of the definition (code, not numbers).
+    evidence: Callable[[ClaimRun], Evidence] | None = field(default=None, hash=False, compare=False, repr=False)
+    per_lens: bool = False
+
+    @property
+    def key(self) -> str:
+        """``GTR-7v2`` -> ``gtr7v2``: the start of its test's name (``pytest -k gtr7v2``)."""
+        return self.id.lower().replace("-", "")
+
+    @property
+    def test_name(self) -> str:
+        """``test_gtr1_early_layers_guess_frequent_tokens``."""
+        return f"test_{self.key}_{self.name.replace(' ', '_')}"
 
     @property
     def definition(self) -> dict:
@@ -172,6 +191,36 @@ def shortfall(est: Estimate, min_n: int, what: str) -> str | None:
     if est.n < min_n:
         return f"{what} has n={est.n}, needs {min_n}"
     return None
+
+
+@dataclass(frozen=True)
+class ClaimRun:
+    """What a claim's ``evidence`` function gets: the model's session
+    (``harness.session.ModelSession``), the lens this test reads (None for a claim that
+    is not ``per_lens``), the untrained control's session for a claim that
+    ``compares_with_control`` (else None), and ``need_lens(get)``, which returns
+    ``get()`` or skips the test, naming the command that fits a missing tuned lens."""
+
+    session: Any
+    lens_name: str | None
+    control: Any | None
+    need_lens: Callable[[Callable[[], Any]], Any]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What one claim test publishes: the result and its table, the figure (a
+    ``functools.partial`` of a figure function, drawn unless the report already holds it
+    drawn from the same arguments), the engine trace the result read (its provenance),
+    the provenance of an intervention's prompts (``data``), and the lenses a comparison
+    of lenses read."""
+
+    result: ClaimResult
+    table: Any  # pandas.DataFrame
+    figure: Callable[[], Any]
+    trace: Any | None = None
+    data: dict | None = None
+    lenses: list | None = None
 
 
 # The scalar fields of a snapshot; every other tolerance key names a curve.

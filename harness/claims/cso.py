@@ -7,12 +7,15 @@ first half is blocks ``l < L // 2``, the second half ``l >= L // 2``.
 
 from __future__ import annotations
 
+from functools import partial
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from harness.claims.base import (
+    ClaimRun,
+    Evidence,
     PaperComparison,
     leave_layers_out,
     CONTINUOUS,
@@ -31,10 +34,11 @@ from harness.stats import (
     percentile_interval,
     ratio_estimate,
 )
+from harness.interventions.contributions import PARTS
+from harness.report import figures_depth
 from harness.trace import LayerTrace, ReductionSpec
 
 PAPER = "Csordás, Manning, Potts 2025, Do Language Models Use Their Depth Efficiently? (arXiv 2505.13898)"
-PARTS = ("attention", "mlp", "layer")
 
 # KL(final || lens) and the lens top-5 at every layer and position (CSO-4).
 REFINEMENT_REDUCTIONS = ReductionSpec(topk=5, logprobs=False, kl=True, entropy=False)
@@ -85,9 +89,97 @@ def halves(n_layers: int) -> tuple[np.ndarray, np.ndarray]:
     return np.arange(mid), np.arange(mid, n_layers)
 
 
+# --------------------------------------------------------------------------- evidence
+# How each claim is checked on one model (Claim.evidence; claims/test_claims.py runs it).
+# The statistics they call are defined further down.
+
+
+def cso1_evidence(run: ClaimRun) -> Evidence:
+    """CSO-1: blocks of the second half add at most 0.8x what blocks of the first half add,
+    relative to the residual (the whole layer; attention and MLP reported beside it).
+
+    Control: the same prompts. In any pre-norm stack the residual norm grows with depth,
+    so late blocks' relative contributions fall in an untrained network too."""
+    depth = run.session.depth
+    c = depth.contributions()
+    relative = {p: c[f"relative_{p}"] for p in PARTS}
+    cosine = {p: c[f"cosine_{p}"] for p in PARTS}
+    result, table = cso1_second_half_contributes_less(relative, cosine, run.session.name, depth.problems.name)
+    fig = partial(figures_depth.contribution_bars, result, table, "relative_contribution")
+    return Evidence(result, table, fig, data=depth.data_provenance("contributions"))
+
+
+def cso2_evidence(run: ClaimRun) -> Evidence:
+    """CSO-2: the cosine of each contribution with its residual, per layer (a curve the
+    paper states no threshold for: reported, not judged). Control: the same prompts."""
+    depth = run.session.depth
+    c = depth.contributions()
+    cosine = {p: c[f"cosine_{p}"] for p in PARTS}
+    result, table = cso2_cosine_curve(cosine, run.session.name, depth.problems.name)
+    fig = partial(figures_depth.contribution_bars, result, table, "cosine")
+    return Evidence(result, table, fig, data=depth.data_provenance("contributions"))
+
+
+def cso3_evidence(run: ClaimRun) -> Evidence:
+    """CSO-3: skipping a second-half layer before position t changes later layers' work
+    from t on at most half as much as skipping a first-half layer, and skipping it on all
+    tokens still moves the output (L2 change > 0.1).
+
+    Control: the same problems and the same sampled positions t (seeded by prompt index)."""
+    depth = run.session.depth
+    m = depth.skips()
+    result, table = cso3_skip_effects(
+        m["future_map"], m["future_output"], m["all_map"], m["all_output"], run.session.name, depth.problems.name
+    )
+    return Evidence(result, table, partial(figures_depth.skip_effect_figure, result, table), data=depth.data_provenance("skips"))
+
+
+def cso4_evidence(run: ClaimRun) -> Evidence:
+    """CSO-4: the logit lens's top-5 overlap with the final top-5 rises more over the second
+    half than over the first; low (< 0.5) in the first half, high (> 0.5) at the end.
+
+    Control: the same problems; the overlap is with the control's own final top-5."""
+    depth = run.session.depth
+    trace = depth.refinement_trace()
+    result, table = cso4_second_half_refines(trace, run.session.name, "logit", depth.problems.name)
+    return Evidence(result, table, partial(figures_depth.refinement_figure, result, table), trace)
+
+
+def cso5_evidence(run: ClaimRun) -> Evidence:
+    """CSO-5: in the residual-erasure map every question token stops mattering at about the
+    same layer: Spearman(position, last mattering layer) < 0.5.
+
+    Control: the same digit sums, erased to the control's own mean residual over the same
+    GSM8K prompts."""
+    depth = run.session.depth
+    prompts = [p for _, p in depth.map_prompts]
+    effects = depth.unpad(depth.erasure()["effect"])
+    result, table = cso5_no_compositional_tiling(prompts, effects, run.session.name, "digit-sums")
+    return Evidence(result, table, partial(figures_depth.erasure_map_figure, result, table), data=depth.data_provenance("erasure"))
+
+
+def cso6_evidence(run: ClaimRun) -> Evidence:
+    """CSO-6: the |integrated-gradients| map correlates with the erasure map (Spearman
+    > 0.5 over cells) and shows no staircase either.
+
+    Control: the same digit sums, integration baseline and steps."""
+    depth = run.session.depth
+    prompts = [p for _, p in depth.map_prompts]
+    g = depth.gradients()
+    attributions = depth.unpad(g["attribution"])
+    effects = depth.unpad(depth.erasure()["effect"])
+    result, table = cso6_gradients_agree(prompts, attributions, effects, g["completeness_error"], run.session.name, "digit-sums")
+    _, erasure_table = cso5_no_compositional_tiling(prompts, effects, run.session.name, "digit-sums")
+    fig = partial(figures_depth.gradient_map_figure, result, table, erasure_table)
+    return Evidence(result, table, fig, data=depth.data_provenance("gradients"))
+
+
+
 CSO_1 = register(
     Claim(
         id="CSO-1",
+        name="second half contributes less",
+        evidence=cso1_evidence,
         version=1,
         paper=PAPER,
         source="Fig. 2a",
@@ -111,6 +203,8 @@ CSO_1 = register(
 CSO_2 = register(
     Claim(
         id="CSO-2",
+        name="cosine to the residual",
+        evidence=cso2_evidence,
         version=1,
         paper=PAPER,
         source="Fig. 2b",
@@ -131,6 +225,8 @@ CSO_2 = register(
 CSO_3 = register(
     Claim(
         id="CSO-3",
+        name="second half barely affects future computation",
+        evidence=cso3_evidence,
         version=1,
         paper=PAPER,
         source="Fig. 3",
@@ -159,6 +255,8 @@ CSO_3 = register(
 CSO_4 = register(
     Claim(
         id="CSO-4",
+        name="second half refines the output",
+        evidence=cso4_evidence,
         version=1,
         paper=PAPER,
         source="Fig. 4",
@@ -186,6 +284,8 @@ CSO_4 = register(
 CSO_5 = register(
     Claim(
         id="CSO-5",
+        name="no compositional tiling",
+        evidence=cso5_evidence,
         version=1,
         paper=PAPER,
         source="Fig. 6b",
@@ -212,6 +312,8 @@ CSO_5 = register(
 CSO_6 = register(
     Claim(
         id="CSO-6",
+        name="integrated gradients agree",
+        evidence=cso6_evidence,
         version=1,
         paper=PAPER,
         source="Fig. 6a",

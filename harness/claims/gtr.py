@@ -11,7 +11,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from functools import partial
+
+
 from harness.claims.base import (
+    ClaimRun,
+    Evidence,
     PaperComparison,
     leave_layers_out,
     CONTINUOUS,
@@ -33,6 +38,7 @@ from harness.data.tokens import (
 )
 from harness.frequency import BUCKET_EDGES, BUCKETS, FrequencyTable
 from harness.metrics import settled_layer
+from harness.report import figures
 from harness.stats import Estimate, bootstrap_mean, bootstrap_ratio, estimate, ratio_estimate
 from harness.trace import TARGET_RANKS, LayerTrace, ReductionSpec, TraceRequest
 
@@ -57,9 +63,56 @@ PREFIX_PARAMETERS = {
     "prefix_min_context": PREFIX_MIN_CONTEXT, "prefix_seed": PREFIX_SEED, "frequency_buckets": BUCKET_EDGES,
 }
 
+# --------------------------------------------------------------------------- evidence
+# How each claim is checked on one model (Claim.evidence; claims/test_claims.py runs it).
+
+
+def gtr1_evidence(run: ClaimRun) -> Evidence:
+    """GTR-1: in the first quarter of depth the lens top-1 is a Top-10 frequency token
+    far more often than the final prediction is (gap > 20 points).
+
+    Control: the same prefixes, and the same frequency buckets (counted over the same
+    corpus with the same tokenizer: frequency belongs to the data, not the weights)."""
+    session = run.session
+    trace = session.prefix_trace(run.lens_name)
+    result, table = gtr1_early_frequent_guesses(
+        trace, session.frequency, session.name, session.lens_label(run.lens_name), session.corpus.name
+    )
+    return Evidence(result, table, partial(figures.stacked_bucket_bars, result, table), trace)
+
+
+def gtr2_evidence(run: ClaimRun) -> Evidence:
+    """GTR-2: over 60% of early Top-10 guesses differ from the final prediction, and
+    flip rates fall with depth (same trace as GTR-1: no second forward pass).
+
+    Control: the same prefixes and buckets. An early guess of a network whose late layers
+    point elsewhere flips whatever it learned, so read this one beside its control."""
+    session = run.session
+    trace = session.prefix_trace(run.lens_name)
+    result, table = gtr2_early_guesses_get_refined(
+        trace, session.frequency, session.name, session.lens_label(run.lens_name), session.corpus.name
+    )
+    return Evidence(result, table, partial(figures.flip_rate_bars, result, table), trace)
+
+
+def gtr5_evidence(run: ClaimRun) -> Evidence:
+    """GTR-5: the option set enters the lens top-10 in the first half of the layers, and
+    the choice among the options settles more than a tenth of the depth later.
+
+    Control: the same few-shot prompts and options."""
+    session = run.session
+    trace = session.choice_trace(run.lens_name)
+    result, table = gtr5_shortlist_then_decide(trace, session.choice_rows, session.name, session.lens_label(run.lens_name))
+    return Evidence(result, table, partial(figures.choice_curves, result, table), trace)
+
+
+
 GTR_1 = register(
     Claim(
         id="GTR-1",
+        name="early layers guess frequent tokens",
+        evidence=gtr1_evidence,
+        per_lens=True,
         version=1,
         paper=PAPER,
         source="Fig. 2",
@@ -84,6 +137,9 @@ GTR_1 = register(
 GTR_2 = register(
     Claim(
         id="GTR-2",
+        name="early guesses get refined",
+        evidence=gtr2_evidence,
+        per_lens=True,
         version=1,
         paper=PAPER,
         source="Fig. 3",
@@ -108,6 +164,9 @@ GTR_2 = register(
 GTR_5 = register(
     Claim(
         id="GTR-5",
+        name="options shortlisted by mid depth and chosen late",
+        evidence=gtr5_evidence,
+        per_lens=True,
         version=1,
         paper=PAPER,
         source="Sec. 5 (multiple-choice case study)",

@@ -46,7 +46,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from functools import partial
+
+
 from harness.claims.base import (
+    ClaimRun,
+    Evidence,
     DECISIONS,
     Claim,
     ClaimResult,
@@ -59,15 +64,37 @@ from harness.claims.gtr import PAPER
 from harness.data.facts import Fact
 from harness.data.tokens import TokenBoundaryError, continuation_ids
 from harness.metrics import K_GRID, earliest_layer, settled_layer
+from harness.report.figures_rank import earliest_layer_curves
 from harness.stats import Estimate, bootstrap_column_means, percentile_interval
 from harness.trace import TARGET_RANKS, LayerTrace, TraceRequest
 
 ANSWER_LENGTHS: tuple[int, ...] = (2, 3)
 K_CHECKED: tuple[int, ...] = (1, 10)
 
+def gtr4_evidence(run: ClaimRun) -> Evidence:
+    """GTR-4: for correctly recalled 2- and 3-token answers (teacher-forced, paired facts),
+    answer token 1 reaches rank <= k later than every later token, at k = 1 and k = 10.
+
+    Control: the same facts; only facts the control recalls correctly are kept, so an
+    untrained model is expected to be inconclusive for too little data."""
+    session = run.session
+    rows = session.fact_rows
+    trace = session.fact_trace(run.lens_name)
+    result, table = gtr4_first_fact_token_deepest(trace, rows, session.name, session.lens_label(run.lens_name))
+    fig = partial(
+        earliest_layer_curves, result, table[table.set == "paired"], ["answer_length", "position"],
+        colors=FIGURE_COLORS, what="the first answer token needs the most depth",
+    )
+    return Evidence(result, table, fig, trace)
+
+
+
 GTR_4 = register(
     Claim(
         id="GTR-4",
+        name="first fact token needs most depth",
+        evidence=gtr4_evidence,
+        per_lens=True,
         version=1,
         paper=PAPER,
         source="Fig. 4 (multi-token facts)",

@@ -19,8 +19,12 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from functools import partial
+
 from harness.claims import cso, gtr
 from harness.claims.base import (
+    ClaimRun,
+    Evidence,
     CONTINUOUS,
     DECISIONS,
     Claim,
@@ -31,6 +35,7 @@ from harness.claims.base import (
     snapshot_tolerances,
 )
 from harness.frequency import FrequencyTable
+from harness.report import figures
 from harness.stats import Estimate, bootstrap_column_means, estimate, percentile_interval, ratio_replicates
 from harness.trace import LayerTrace
 
@@ -38,9 +43,57 @@ CONTROL_NOTE = (
     " The control is the model's untrained copy (same config, tokenizer and prompts; seeded random weights)."
 )
 
+# --------------------------------------------------------------------------- evidence
+# Each runs on the trained model only (compares_with_control): ``run.control`` is the
+# untrained control's session.
+
+
+def cso1v2_evidence(run: ClaimRun) -> Evidence:
+    """CSO-1 v2: the second-half / first-half ratio of relative contributions is below 0.8x
+    the untrained control's on the same prompts (v1's ratio holds on the control too)."""
+    model, control = run.session.depth, run.control.depth
+    result, table = cso1v2_relative_to_control(
+        model.contributions()["relative_layer"], control.contributions()["relative_layer"],
+        run.session.name, run.control.name, model.problems.name,
+    )
+    fig = partial(figures.model_vs_control_curves, result, table, "mean", "relative contribution ||Δh_l|| / ||h_l||",
+                  "second half contributes less than in the untrained control")
+    return Evidence(result, table, fig, data=model.data_provenance("contributions"))
+
+
+def cso4v2_evidence(run: ClaimRun) -> Evidence:
+    """CSO-4 v2: the rise of the logit lens's top-5 overlap (second half minus first) is
+    larger than on the untrained control, problem by problem (v1 holds on the control too)."""
+    model, control = run.session.depth, run.control.depth
+    trace = model.refinement_trace()
+    result, table = cso4v2_refines_more_than_control(
+        trace, control.refinement_trace(), run.session.name, run.control.name, "logit", model.problems.name
+    )
+    fig = partial(figures.model_vs_control_curves, result, table, "mean", "top-5 overlap of the logit lens with the final top-5",
+                  "second half refines more than in the untrained control")
+    return Evidence(result, table, fig, trace)
+
+
+def gtr2v2_evidence(run: ClaimRun) -> Evidence:
+    """GTR-2 v2: the model flips fewer of its early Top-10 guesses than its untrained
+    control does on the same prefixes (v1's flip rate above 0.6 holds on the control too)."""
+    session, control = run.session, run.control
+    run.need_lens(lambda: control.lens(run.lens_name))
+    trace = session.prefix_trace(run.lens_name)
+    result, table = gtr2v2_flips_fewer_than_control(
+        trace, control.prefix_trace(run.lens_name), session.frequency, session.name,
+        control.name, session.lens_label(run.lens_name), session.corpus.name,
+    )
+    fig = partial(figures.model_vs_control_curves, result, table, "flip_rate", "flip rate of Top-10 guesses (lens top-1 ≠ final)",
+                  "early guesses flip less than in the untrained control")
+    return Evidence(result, table, fig, trace)
+
+
 CSO_1_V2 = register(
     Claim(
         id="CSO-1v2",
+        name="second half contributes less than untrained",
+        evidence=cso1v2_evidence,
         version=2,
         paper=cso.PAPER,
         source="Fig. 2a; v2 of CSO-1 by this suite (v1: an untrained network replicates it)",
@@ -64,6 +117,8 @@ CSO_1_V2 = register(
 CSO_4_V2 = register(
     Claim(
         id="CSO-4v2",
+        name="second half refines more than untrained",
+        evidence=cso4v2_evidence,
         version=2,
         paper=cso.PAPER,
         source="Fig. 4; v2 of CSO-4 by this suite (v1: an untrained network replicates it)",
@@ -87,6 +142,9 @@ CSO_4_V2 = register(
 GTR_2_V2 = register(
     Claim(
         id="GTR-2v2",
+        name="early guesses flip less than untrained",
+        evidence=gtr2v2_evidence,
+        per_lens=True,
         version=2,
         paper=gtr.PAPER,
         source="Fig. 3; v2 of GTR-2 by this suite (v1: an untrained network replicates it)",

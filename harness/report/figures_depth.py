@@ -25,7 +25,7 @@ import pandas as pd
 from matplotlib.colors import to_rgb
 
 from harness.claims.base import ClaimResult
-from harness.claims.cso import MATTERS_SHARE, PARTS
+from harness.interventions.contributions import PARTS
 from harness.report.figures import _title, plt
 
 PART_STYLE = {
@@ -345,7 +345,7 @@ def erasure_map_figure(result: ClaimResult, table: pd.DataFrame, prompt: int = 0
     pos = np.arange(len(last))
     ax.plot(pos, last, linestyle="none", marker="o", markersize=5, markerfacecolor="#e74c3c",
             markeredgecolor="white", label=f"last point where erasing still changes the answer by\n"
-                                            f">= {MATTERS_SHARE:.0%} of the token's largest change")
+                                            f">= {result.claim.parameters['matters_share']:.0%} of the token's largest change")
     ax.legend(fontsize=7, loc="upper right", framealpha=0.85)
     rho = result.details["rho_per_prompt"][prompt]
     ax.set_title(f"prompt {prompt}: {text!r} (answer tokens at the end); "

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.claims import discover
 from harness.claims.base import CLAIMS, Claim, ClaimResult, CurveSpec, Tolerance
 
 SNAPSHOT_FORMAT = 1
@@ -263,10 +264,7 @@ def registered_claim(claim_id: str) -> Claim | None:
     """The registered claim (its module imported on demand, so that tolerances apply
     wherever a snapshot is compared)."""
     if claim_id not in CLAIMS:
-        import harness.claims as package
-
-        for module in pkgutil.iter_modules(package.__path__):
-            importlib.import_module(f"harness.claims.{module.name}")
+        discover()
     return CLAIMS.get(claim_id)
 
 
@@ -336,5 +334,5 @@ def compare(expected: Mapping, got: Mapping, claim: Claim | None = None) -> Comp
 
 
 _NO_CLAIM = Claim(
-    id="?", version=0, paper="", source="", statement="", statistic="", threshold=None, direction=None, paper_value=""
+    id="?", name="unregistered", version=0, paper="", source="", statement="", statistic="", threshold=None, direction=None, paper_value=""
 )
