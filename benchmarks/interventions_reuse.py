@@ -30,7 +30,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from harness.claims.cso import Sizes
+from harness.interventions.measurements import Sizes
 from harness.data.math import load_problems
 from harness.interventions.backend import HookBackend
 from harness.interventions.measurements import DepthMeasurements

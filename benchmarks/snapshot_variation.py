@@ -117,6 +117,7 @@ def default_model_values(dtype: str, threads: int = 1, batch_size: int = 8, load
     from harness.interventions.contributions import measure_contributions
     from harness.lenses import LogitLens
     from harness.models import DEFAULT_MODEL, load_model, resolve
+    from harness.interventions.measurements import REFINEMENT_REDUCTIONS
     from harness.trace import TraceEngine, TraceRequest
 
     torch.set_num_threads(threads)
@@ -136,7 +137,7 @@ def default_model_values(dtype: str, threads: int = 1, batch_size: int = 8, load
         c = measure_contributions(HookBackend(loaded), ids)
         out["CSO-1"] = cso.cso1_second_half_contributes_less(c.relative, c.cosine, name, problems.name)
         out["CSO-2"] = cso.cso2_cosine_curve(c.cosine, name, problems.name)
-        refinement = engine.trace(TraceRequest.build(problems.name, ids[:4], positions="all"), lens, cso.REFINEMENT_REDUCTIONS)
+        refinement = engine.trace(TraceRequest.build(problems.name, ids[:4], positions="all"), lens, REFINEMENT_REDUCTIONS)
         out["CSO-4"] = cso.cso4_second_half_refines(refinement, name, "logit", problems.name)
     finally:
         torch.set_num_threads(1)

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import pandas as pd
 import torch
@@ -21,8 +22,6 @@ import torch
 import harness
 from harness.backends import make_backend
 from harness.cache import TraceCache
-from harness.claims import gtr, gtr_facts, gtr_pos
-from harness.data import pos
 from harness.data.choices import load_choice_tasks
 from harness.data.facts import FactSet, load_facts
 from harness.data.math import ProblemSet, load_problems
@@ -49,10 +48,11 @@ from harness.fidelity import LensFidelity, lens_fidelity
 from harness.lenses import LENS_NAMES, Lens, LogitLens, make_lens
 from harness.models import load_model, load_remote_model, resolve
 from harness.report.outputs import ReportWriter
-from harness.shared_pass import capture_shared
-from harness.trace import ENGINE_VERSION, CapturedRows, LayerTrace, TraceEngine, TraceRequest
+from harness.shared_pass import PROSE_REQUESTS, capture_shared
+from harness.trace import ENGINE_VERSION, CapturedRows, LayerTrace, ReductionSpec, TraceEngine, TraceRequest
 from harness.tuned_lens import LensMismatch, TunedLens, load_published
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 PAPER_ALIGNED = "-paper-aligned"  # suffix of a tuned lens's label under the paper's alignment
@@ -114,6 +114,7 @@ class ModelSession:
         self._prose_rows: dict[str, CapturedRows] | None = None
         self._closed_forms: dict[str, ClosedForm] = {}
         self._captured: dict[str, CapturedRows] = {}
+        self._memo: dict[str, object] = {}
 
     @property
     def name(self) -> str:
@@ -319,43 +320,28 @@ class ModelSession:
             record.get("convergence", {}).get("points") if name == "tuned" else None,
         )
 
-    def prefix_trace(self, lens_name: str) -> LayerTrace:
-        """The GTR-1/2/6 trace: prefixes of the prose corpus, last position of each."""
-        return self.prefix_trace_for(self.lens(lens_name))
+    def memo(self, key: str, make: Callable[[], T]) -> T:
+        """A value the claims of this session share (a request and its examples, tags), made
+        by ``make()`` on first use and kept for the run."""
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
 
-    def prefix_trace_for(self, lens: Lens) -> LayerTrace:
-        key = ("prefixes", json.dumps(lens.identity, sort_keys=True))
+    def trace(self, request: TraceRequest, lens: Lens, reductions: ReductionSpec, prose: bool = False) -> LayerTrace:
+        """The engine trace of ``request`` through ``lens`` (cached on disk; kept for the run).
+        On a cache miss its rows come from the shared prose pass when ``prose`` (the request
+        is one of :data:`harness.shared_pass.PROSE_REQUESTS`), else from one capture of the
+        request that every further lens reads (no second forward pass)."""
+        key = (request.name, json.dumps(lens.identity, sort_keys=True), repr(reductions))
         if key not in self._traces:
-            request = self.prefix_request
-            rows = lambda: self.prose_rows()[request.name]  # noqa: E731 - only on a cache miss
-            self._traces[key] = self.engine.trace(request, lens, gtr.prefix_reductions(self.frequency), rows=rows)
+            rows = (lambda: self.prose_rows()[request.name]) if prose else self._rows_of(request)  # only on a miss
+            self._traces[key] = self.engine.trace(request, lens, reductions, rows=rows)
         return self._traces[key]
-
-    @cached_property
-    def prefix_request(self) -> TraceRequest:
-        return gtr.prefix_request(self.corpus, self.loaded.tokenizer, self.config.max_examples)
-
-    @cached_property
-    def pos_tags(self) -> pos.TaggedCorpus:
-        return pos.tag_corpus(self.corpus)
-
-    @cached_property
-    def _pos_request(self) -> tuple[TraceRequest, tuple[pos.POSExample, ...]]:
-        return pos.pos_examples(self.corpus, self.pos_tags, self.loaded.tokenizer, self.config.max_examples)
-
-    def pos_trace(self, lens_name: str) -> tuple[LayerTrace, tuple[pos.POSExample, ...]]:
-        """The GTR-3 trace: the position before the first word of each tag, per paragraph."""
-        request, examples = self._pos_request
-        key = ("pos", lens_name)
-        if key not in self._traces:
-            rows = lambda: self.prose_rows()[request.name]  # noqa: E731 - only on a cache miss
-            self._traces[key] = self.engine.trace(request, self.lens(lens_name), gtr_pos.POS_REDUCTIONS, rows=rows)
-        return self._traces[key], examples
 
     @cached_property
     def prose_carriers(self) -> list[list[int]]:
         """Each paragraph's tokens (up to the lens recipe's ``fit_max_tokens``), tokenised as
-        the GTR-1 and GTR-3 prompts are (those prompts are token prefixes of these, which
+        the prose requests' prompts are (those prompts are token prefixes of these, which
         ``shared_pass`` checks prompt by prompt; a carrier runs only as far as it is read,
         or in full when a lens is fitted on it)."""
         tok = self.loaded.tokenizer
@@ -363,18 +349,19 @@ class ModelSession:
         return [list(tok(p.text, truncation=True, max_length=limit)["input_ids"]) for p in self.corpus.paragraphs]
 
     def prose_rows(self) -> dict[str, CapturedRows]:
-        """The GTR-1/2/6/7 and GTR-3 rows of the prose corpus from one forward pass per
-        paragraph; every lens is applied to them (no further forward pass). With --train-lens,
+        """The rows of every registered prose request (``PROSE_REQUESTS``) from one forward
+        pass per paragraph; every lens is applied to them (no further forward pass). With --train-lens,
         the same pass fits the missing self-trained lenses (``_closed_form``)."""
         if self._prose_rows is None:
             self._prose_pass(self._missing_lens_fits() if self.lens_recipe.fit_source == "prose-pass" else [])
         return self._prose_rows
 
     def _prose_pass(self, fits: list[str]) -> None:
-        """One forward pass over the prose paragraphs: the GTR-1/2/6/7 and GTR-3 rows, and the
+        """One forward pass over the prose paragraphs: the rows of every registered prose
+        request (the claim modules register theirs), and the
         closed-form fits of the weightings ``fits`` on every token of the training paragraphs
         (the held-out ones are never fitted)."""
-        requests = [self.prefix_request, self._pos_request[0]]
+        requests = [build(self) for build in PROSE_REQUESTS.values()]
         carriers = self.prose_carriers
         fit_carriers = [bool(fits) and not is_held_out(i) for i in range(len(carriers))]
         row_fits = self._row_fits(fits, sum(len(c) for c, f in zip(carriers, fit_carriers) if f))
@@ -416,39 +403,19 @@ class ModelSession:
             return load_facts(None)
 
     @cached_property
-    def fact_rows(self) -> gtr_facts.FactRows:
-        return gtr_facts.fact_request(self.facts.facts, self.loaded.tokenizer, self.facts.name, self.config.max_examples)
-
-    def fact_trace(self, lens_name: str) -> LayerTrace:
-        """The GTR-4 trace: prompt + answer, read at the positions predicting each answer token."""
-        key = ("facts", lens_name)
-        if key not in self._traces:
-            request = self.fact_rows.request
-            self._traces[key] = self.engine.trace(request, self.lens(lens_name), gtr_facts.FACT_REDUCTIONS, rows=self._rows_of(request))
-        return self._traces[key]
-
-    @cached_property
-    def choice_rows(self) -> gtr.ChoiceRows:
+    def choice_tasks(self) -> tuple[list, str]:
+        """The multiple-choice tasks and their name: --choices FILE, else the --data source,
+        else --data-dir's, else the embedded ones."""
         chosen = self.data_choice.load("choices")
         if chosen is not None:
-            tasks, name = chosen, self.data_choice.name("choices")
-        else:
-            tasks, name = load_choice_tasks(self.config.data_dir)
-        return gtr.choice_request(tasks, self.loaded.tokenizer, name, self.config.max_examples)
+            return chosen, self.data_choice.name("choices")
+        return load_choice_tasks(self.config.data_dir)
 
     @cached_property
     def problems(self) -> ProblemSet:
         """The CSO word problems: --problems FILE, else the --data source (gsm8k), else
         --data-dir's gsm8k/test.jsonl, else the embedded ones."""
         return self.data_choice.load("problems") or load_problems(self.config.data_dir)
-
-    def choice_trace(self, lens_name: str) -> LayerTrace:
-        """The GTR-5 trace: last position of each few-shot prompt, scored on the options."""
-        key = ("choices", lens_name)
-        if key not in self._traces:
-            request = self.choice_rows.request
-            self._traces[key] = self.engine.trace(request, self.lens(lens_name), gtr.CHOICE_REDUCTIONS, rows=self._rows_of(request))
-        return self._traces[key]
 
     def provenance(
         self, lens_name: str | None, trace: LayerTrace | None = None, data: dict | None = None, lenses: list[Lens] | None = None

@@ -15,7 +15,7 @@ them. Every lens is then applied to the kept rows (``TraceEngine.trace(..., rows
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -24,6 +24,12 @@ from tqdm.auto import tqdm
 from harness.trace import CapturedRows, TraceEngine, TraceRequest
 
 HEAD_TOKENS = 4  # carriers are looked up by their first tokens, then checked in full
+
+# The requests that read prefixes of the prose paragraphs, by name: each builds its request
+# from a model's session (``harness.session.ModelSession``). The claim modules that read
+# the prose register theirs (harness/claims/); the session's prose pass captures them all
+# in one forward pass per paragraph, so that it needs to know no claim.
+PROSE_REQUESTS: dict[str, Callable[[Any], TraceRequest]] = {}
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from harness.interventions.measurements import REFINEMENT_REDUCTIONS
 from harness.claims import cso, gtr
 from harness.claims.base import ClaimResult
 from harness.frequency import FrequencyTable
@@ -119,6 +120,6 @@ def claim_results(loaded: LoadedModel, batch_size: int = 8) -> dict[str, tuple[C
     m = {k: np.stack(v) for k, v in maps.items()}
     out["CSO-3"] = cso.cso3_skip_effects(m["future_map"], m["future_output"], m["all_map"], m["all_output"], name, DATASET)
 
-    refinement = engine.trace(TraceRequest.build(DATASET, prompts(5), positions="all"), lens, cso.REFINEMENT_REDUCTIONS)
+    refinement = engine.trace(TraceRequest.build(DATASET, prompts(5), positions="all"), lens, REFINEMENT_REDUCTIONS)
     out["CSO-4"] = cso.cso4_second_half_refines(refinement, name, "logit", DATASET)
     return out

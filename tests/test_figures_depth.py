@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from harness.claims import cso
-from harness.claims.cso import MapPrompt
+from harness.interventions.measurements import MapPrompt
 from harness.trace import LayerTrace
 
 L, N_PROMPTS = 6, 3

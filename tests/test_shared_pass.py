@@ -80,7 +80,7 @@ def test_default_model_gtr1_and_gtr3_read_from_one_pass_equal_their_own_traces(t
 
     session = ModelSession(RunConfig(models=(DEFAULT_MODEL,), max_examples=24, report_dir=tmp_path), DEFAULT_MODEL)
     session.engine.progress = False
-    requests = [session.prefix_request, session._pos_request[0]]
+    requests = [gtr.session_prefix_request(session), gtr_pos.pos_request(session)[0]]
     plan = plan_carriers(requests, session.prose_carriers)
     assert len(plan.carriers) == len(session.prose_carriers), "a prompt was not a prefix of its paragraph"
     lens = LogitLens(session.loaded)

@@ -8,7 +8,6 @@ first half is blocks ``l < L // 2``, the second half ``l >= L // 2``.
 from __future__ import annotations
 
 from functools import partial
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -35,13 +34,12 @@ from harness.stats import (
     ratio_estimate,
 )
 from harness.interventions.contributions import PARTS
+from harness.interventions.measurements import SIZES, MapPrompt
 from harness.report import figures_depth
-from harness.trace import LayerTrace, ReductionSpec
+from harness.trace import LayerTrace
 
 PAPER = "Csordás, Manning, Potts 2025, Do Language Models Use Their Depth Efficiently? (arXiv 2505.13898)"
 
-# KL(final || lens) and the lens top-5 at every layer and position (CSO-4).
-REFINEMENT_REDUCTIONS = ReductionSpec(topk=5, logprobs=False, kl=True, entropy=False)
 TOP_K_OVERLAP = 5
 # CSO-5/6: a token "still matters" at residual point r while its effect there is at least
 # this share of its largest effect over points; tokens whose largest effect on the answer
@@ -54,33 +52,6 @@ OUTPUT_CHANGE_THRESHOLD = 0.1
 LOW_OVERLAP, HIGH_OVERLAP = 0.5, 0.5
 
 
-@dataclass(frozen=True)
-class Sizes:
-    """How many prompts each measurement uses (``--max-examples`` caps every one).
-
-    Edited rows start from the recorded clean residual (``harness/interventions/reuse.py``),
-    which roughly halves the block runs of CSO-3/5/6; part of that went into n."""
-
-    contributions: int = 32  # GSM8K prompts, one forward pass each
-    skip: int = 16  # GSM8K prompts; layers x (positions + 1) skipped rows each
-    skip_positions: int = 1  # positions t per prompt for the future variant (more prompts beat more t)
-    refinement: int = 16  # GSM8K prompts traced at every position
-    maps: int = 16  # digit sums for the erasure maps
-    gradient_maps: int = 8  # the first of those digit sums for the integrated gradients
-    baseline_prompts: int = 10  # GSM8K prompts whose mean residual is the erasure value
-    ig_steps: int = 32  # midpoint rule; the completeness error is reported per result
-
-    def capped(self, max_examples: int | None) -> Sizes:
-        if max_examples is None:
-            return self
-        cap = lambda n: min(n, max_examples)
-        return Sizes(
-            cap(self.contributions), cap(self.skip), self.skip_positions, cap(self.refinement),
-            cap(self.maps), cap(self.gradient_maps), cap(self.baseline_prompts), self.ig_steps,
-        )
-
-
-SIZES = Sizes()
 
 
 def halves(n_layers: int) -> tuple[np.ndarray, np.ndarray]:
@@ -520,19 +491,6 @@ def staircase(effect: np.ndarray, n_question: int) -> tuple[float, np.ndarray]:
     """(Spearman(position, last mattering layer), the layers) over the question tokens."""
     layers = last_mattering_layer(effect[:, :n_question])
     return spearman(np.arange(n_question, dtype=np.float64), layers), layers
-
-
-@dataclass(frozen=True)
-class MapPrompt:
-    """One digit-sum prompt of the erasure and gradient maps."""
-
-    tokens: tuple[str, ...]
-    answer_len: int
-
-    @property
-    def n_question(self) -> int:
-        """Tokens before the first position that predicts an answer token."""
-        return len(self.tokens) - self.answer_len - 1
 
 
 def _map_rows(prompts: list[MapPrompt], maps: list[np.ndarray], name: str) -> list[dict]:

@@ -39,6 +39,7 @@ from harness.data.tokens import (
 from harness.frequency import BUCKET_EDGES, BUCKETS, FrequencyTable
 from harness.metrics import settled_layer
 from harness.report import figures
+from harness.shared_pass import PROSE_REQUESTS
 from harness.stats import Estimate, bootstrap_mean, bootstrap_ratio, estimate, ratio_estimate
 from harness.trace import TARGET_RANKS, LayerTrace, ReductionSpec, TraceRequest
 
@@ -74,7 +75,7 @@ def gtr1_evidence(run: ClaimRun) -> Evidence:
     Control: the same prefixes, and the same frequency buckets (counted over the same
     corpus with the same tokenizer: frequency belongs to the data, not the weights)."""
     session = run.session
-    trace = session.prefix_trace(run.lens_name)
+    trace = prefix_trace(session, session.lens(run.lens_name))
     result, table = gtr1_early_frequent_guesses(
         trace, session.frequency, session.name, session.lens_label(run.lens_name), session.corpus.name
     )
@@ -88,7 +89,7 @@ def gtr2_evidence(run: ClaimRun) -> Evidence:
     Control: the same prefixes and buckets. An early guess of a network whose late layers
     point elsewhere flips whatever it learned, so read this one beside its control."""
     session = run.session
-    trace = session.prefix_trace(run.lens_name)
+    trace = prefix_trace(session, session.lens(run.lens_name))
     result, table = gtr2_early_guesses_get_refined(
         trace, session.frequency, session.name, session.lens_label(run.lens_name), session.corpus.name
     )
@@ -101,8 +102,9 @@ def gtr5_evidence(run: ClaimRun) -> Evidence:
 
     Control: the same few-shot prompts and options."""
     session = run.session
-    trace = session.choice_trace(run.lens_name)
-    result, table = gtr5_shortlist_then_decide(trace, session.choice_rows, session.name, session.lens_label(run.lens_name))
+    rows = choice_rows(session)
+    trace = session.trace(rows.request, session.lens(run.lens_name), CHOICE_REDUCTIONS)
+    result, table = gtr5_shortlist_then_decide(trace, rows, session.name, session.lens_label(run.lens_name))
     return Evidence(result, table, partial(figures.choice_curves, result, table), trace)
 
 
@@ -476,3 +478,27 @@ def gtr5_shortlist_then_decide(
     }
     result = ClaimResult(GTR_5, model, lens, dataset, est, details, subchecks=(gap,))
     return result, pd.DataFrame(table_rows)
+
+
+# --------------------------------------------------------------------------- requests on a session
+# What these claims read, built from a model's session (``harness.session.ModelSession``)
+# and kept there for the run; the session itself knows no claim.
+
+
+def session_prefix_request(session) -> TraceRequest:
+    """The GTR-1/2 prefixes of the session's prose corpus (also read by GTR-6/7)."""
+    return session.memo("prefix_request", lambda: prefix_request(session.corpus, session.loaded.tokenizer, session.config.max_examples))
+
+
+PROSE_REQUESTS["prefixes"] = session_prefix_request  # read from the shared prose pass
+
+
+def prefix_trace(session, lens) -> LayerTrace:
+    """The prefixes' trace through ``lens``: the last position of each prefix."""
+    return session.trace(session_prefix_request(session), lens, prefix_reductions(session.frequency), prose=True)
+
+
+def choice_rows(session) -> ChoiceRows:
+    """The GTR-5 few-shot prompts of the session's choice tasks, scored on their options."""
+    tasks, name = session.choice_tasks
+    return session.memo("choice_rows", lambda: choice_request(tasks, session.loaded.tokenizer, name, session.config.max_examples))

@@ -78,8 +78,8 @@ def gtr4_evidence(run: ClaimRun) -> Evidence:
     Control: the same facts; only facts the control recalls correctly are kept, so an
     untrained model is expected to be inconclusive for too little data."""
     session = run.session
-    rows = session.fact_rows
-    trace = session.fact_trace(run.lens_name)
+    rows = fact_rows(session)
+    trace = session.trace(rows.request, session.lens(run.lens_name), FACT_REDUCTIONS)
     result, table = gtr4_first_fact_token_deepest(trace, rows, session.name, session.lens_label(run.lens_name))
     fig = partial(
         earliest_layer_curves, result, table[table.set == "paired"], ["answer_length", "position"],
@@ -362,3 +362,10 @@ def gtr4_first_fact_token_deepest(
         subchecks=tuple(checks),
     )
     return result, pd.DataFrame(table)
+
+
+def fact_rows(session) -> FactRows:
+    """The session's facts as GTR-4 rows: prompt + answer, read at the positions predicting
+    each answer token."""
+    facts = session.facts
+    return session.memo("fact_rows", lambda: fact_request(facts.facts, session.loaded.tokenizer, facts.name, session.config.max_examples))

@@ -25,7 +25,7 @@ from harness.claims.base import (
     register,
     snapshot_tolerances,
 )
-from harness.claims.gtr import PAPER, PREFIX_PARAMETERS, early_layers
+from harness.claims.gtr import PAPER, PREFIX_PARAMETERS, early_layers, prefix_trace
 from harness.frequency import FrequencyTable
 from harness.lens_training import DOWNWEIGHT_FREQUENT
 from harness.report import figures_lens
@@ -47,7 +47,7 @@ def gtr6_evidence(run: ClaimRun) -> Evidence:
     recipe on the same corpus."""
     session = run.session
     logit, tuned = session.lens("logit"), run.need_lens(lambda: session.lens("tuned"))
-    logit_trace, tuned_trace = session.prefix_trace_for(logit), session.prefix_trace_for(tuned)
+    logit_trace, tuned_trace = prefix_trace(session, logit), prefix_trace(session, tuned)
     label = f"logit-vs-{session.lens_label('tuned')}"
     result, table = gtr6_logit_lens_underrates_frequent(
         logit_trace, tuned_trace, session.frequency, session.name, label, session.corpus.name
@@ -79,7 +79,7 @@ def _two_tuned_lenses(statistic, run: ClaimRun) -> Evidence:
     session = run.session
     standard = run.need_lens(lambda: session.trained_lens("standard"))
     weighted = run.need_lens(lambda: session.trained_lens("downweight-frequent"))
-    standard_trace, weighted_trace = session.prefix_trace_for(standard), session.prefix_trace_for(weighted)
+    standard_trace, weighted_trace = prefix_trace(session, standard), prefix_trace(session, weighted)
     label = session.lens_label("tuned") + "-vs-downweighted"
     result, table = statistic(standard_trace, weighted_trace, session.frequency, session.name, label, session.corpus.name)
     fig = partial(figures_lens.top10_share_curves, result, table)

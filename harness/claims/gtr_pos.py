@@ -53,11 +53,15 @@ from harness.data.pos import (
     POS_MIN_CONTEXT,
     TAGS,
     POSExample,
+    TaggedCorpus,
+    pos_examples,
+    tag_corpus,
 )
 from harness.metrics import K_GRID, earliest_layer, settled_layer
 from harness.report.figures_rank import earliest_layer_curves
 from harness.stats import Estimate, bootstrap_column_means, percentile_interval
-from harness.trace import TARGET_RANKS, LayerTrace
+from harness.shared_pass import PROSE_REQUESTS
+from harness.trace import TARGET_RANKS, LayerTrace, TraceRequest
 
 K_CHECKED: tuple[int, ...] = (10, 100)
 MEASURES: tuple[str, ...] = ("earliest", "settled")
@@ -69,10 +73,11 @@ def gtr3_evidence(run: ClaimRun) -> Evidence:
     Control: the same words and tags (spaCy tags the text, not the model); only the
     control's own correct predictions are kept, so an untrained model keeps few."""
     session = run.session
-    trace, examples = session.pos_trace(run.lens_name)
+    request, examples = pos_request(session)
+    trace = session.trace(request, session.lens(run.lens_name), POS_REDUCTIONS, prose=True)
     result, table = gtr3_function_words_settle_early(
         trace, examples, session.name, session.lens_label(run.lens_name), session.corpus.name,
-        tagger=session.pos_tags.provenance,
+        tagger=pos_tags(session).provenance,
     )
     fig = partial(earliest_layer_curves, result, table, "tag", what="function words settle early")
     return Evidence(result, table, fig, trace)
@@ -255,3 +260,21 @@ def gtr3_function_words_settle_early(
         paper=paper,
     )
     return result, pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- requests on a session
+
+
+def pos_tags(session) -> TaggedCorpus:
+    """spaCy's tags of the session's prose corpus (cached on disk by ``tag_corpus``)."""
+    return session.memo("pos_tags", lambda: tag_corpus(session.corpus))
+
+
+def pos_request(session) -> tuple[TraceRequest, tuple[POSExample, ...]]:
+    """The GTR-3 prompts: the position before the first word of each tag, per paragraph."""
+    return session.memo(
+        "pos_request", lambda: pos_examples(session.corpus, pos_tags(session), session.loaded.tokenizer, session.config.max_examples)
+    )
+
+
+PROSE_REQUESTS["pos"] = lambda session: pos_request(session)[0]  # read from the shared prose pass

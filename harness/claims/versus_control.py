@@ -79,9 +79,9 @@ def gtr2v2_evidence(run: ClaimRun) -> Evidence:
     control does on the same prefixes (v1's flip rate above 0.6 holds on the control too)."""
     session, control = run.session, run.control
     run.need_lens(lambda: control.lens(run.lens_name))
-    trace = session.prefix_trace(run.lens_name)
+    trace = gtr.prefix_trace(session, session.lens(run.lens_name))
     result, table = gtr2v2_flips_fewer_than_control(
-        trace, control.prefix_trace(run.lens_name), session.frequency, session.name,
+        trace, gtr.prefix_trace(control, control.lens(run.lens_name)), session.frequency, session.name,
         control.name, session.lens_label(run.lens_name), session.corpus.name,
     )
     fig = partial(figures.model_vs_control_curves, result, table, "flip_rate", "flip rate of Top-10 guesses (lens top-1 ≠ final)",

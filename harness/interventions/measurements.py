@@ -8,6 +8,7 @@ second run reads them instead of running the model.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 import json
 from functools import cached_property
 from pathlib import Path
@@ -16,11 +17,10 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
-from harness.claims.cso import REFINEMENT_REDUCTIONS, SIZES, MapPrompt
 from harness.data.math import ProblemSet, digit_sums
 from harness.data.tokens import continuation_ids
 from harness.interventions import contributions, erasure, gradients, skip
-from harness.trace import LayerTrace, TraceEngine, TraceRequest
+from harness.trace import LayerTrace, ReductionSpec, TraceEngine, TraceRequest
 
 if TYPE_CHECKING:
     from harness.backends.base import Backend
@@ -54,6 +54,51 @@ class Run(Protocol):
 
     @property
     def problems(self) -> ProblemSet: ...
+
+@dataclass(frozen=True)
+class Sizes:
+    """How many prompts each measurement uses (``--max-examples`` caps every one).
+
+    Edited rows start from the recorded clean residual (``harness/interventions/reuse.py``),
+    which roughly halves the block runs of CSO-3/5/6; part of that went into n."""
+
+    contributions: int = 32  # GSM8K prompts, one forward pass each
+    skip: int = 16  # GSM8K prompts; layers x (positions + 1) skipped rows each
+    skip_positions: int = 1  # positions t per prompt for the future variant (more prompts beat more t)
+    refinement: int = 16  # GSM8K prompts traced at every position
+    maps: int = 16  # digit sums for the erasure maps
+    gradient_maps: int = 8  # the first of those digit sums for the integrated gradients
+    baseline_prompts: int = 10  # GSM8K prompts whose mean residual is the erasure value
+    ig_steps: int = 32  # midpoint rule; the completeness error is reported per result
+
+    def capped(self, max_examples: int | None) -> Sizes:
+        if max_examples is None:
+            return self
+        cap = lambda n: min(n, max_examples)
+        return Sizes(
+            cap(self.contributions), cap(self.skip), self.skip_positions, cap(self.refinement),
+            cap(self.maps), cap(self.gradient_maps), cap(self.baseline_prompts), self.ig_steps,
+        )
+
+
+SIZES = Sizes()
+
+
+@dataclass(frozen=True)
+class MapPrompt:
+    """One digit-sum prompt of the erasure and gradient maps."""
+
+    tokens: tuple[str, ...]
+    answer_len: int
+
+    @property
+    def n_question(self) -> int:
+        """Tokens before the first position that predicts an answer token."""
+        return len(self.tokens) - self.answer_len - 1
+
+
+# KL(final || lens) and the lens top-5 at every layer and position (the refinement trace).
+REFINEMENT_REDUCTIONS = ReductionSpec(topk=5, logprobs=False, kl=True, entropy=False)
 
 # Bump when a measurement's definition changes: part of every cache key.
 MEASURE_VERSION = 1

@@ -9,10 +9,8 @@ against a recorded one within the claim's tolerances (:class:`Comparison`, whose
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
-import pkgutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
