@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from claims.expectations import EXPECTED_NOT_REPLICATED, EXPECTED_NOT_SPECIFIC, expectation
 from claims.snapshot_fixture import claim_snapshot, pytest_terminal_summary  # noqa: F401  (fixture, hook)
-from harness.claims.base import NOT_SPECIFIC, NOT_SPECIFIC_TEXT, ClaimResult, ControlOutcome
+from harness.claims.base import NOT_SPECIFIC, NOT_SPECIFIC_TEXT, ClaimResult, ControlOutcome, Evidence
 from harness.lens_training import TunedLensMissing
 from harness.models.registry import control_of
 
@@ -39,22 +39,22 @@ def _lens_available(request, need_lens):
 def publish(model_session, claim_results, claim_snapshot):  # noqa: F811  (the imported fixture)
     """Write the CSV, figure and claims.json record, then assert the verdict."""
 
-    def _publish(result: ClaimResult, table, figure, trace=None, data: dict | None = None, lenses=None) -> None:
-        """``figure``: ``partial(figure_function, result, table, ...)``, drawn unless the
-        report already holds it drawn from the same arguments; ``trace``: the engine trace
-        the result read; ``data``: provenance of the prompts of an intervention result;
-        ``lenses``: the lenses a comparison read."""
-        provenance = model_session.provenance(None if lenses else model_session.lens_of_label(result.lens), trace, data, lenses)
-        if not lenses:
-            result = replace(result, fidelity=model_session.lens_fidelity(result, trace))
+    def _publish(evidence: Evidence) -> None:
+        """The figure (``evidence.figure``) is drawn unless the report already holds it drawn
+        from the same arguments; provenance and the lens's fidelity come from what the
+        evidence names (the lens, the engine trace, the prompts, the lenses compared)."""
+        result, table = evidence.result, evidence.table
+        provenance = model_session.provenance(evidence.lens_name, evidence.trace, evidence.data, evidence.lenses)
+        if not evidence.lenses:
+            result = replace(result, fidelity=model_session.lens_fidelity(result, evidence.trace, evidence.lens_name))
         else:
-            # a comparison of lenses (GTR-6/7): the tuned lens's fidelity and convergence at the
-            # layers its statistic reads (the tuned lens is the reference both comparisons rest on)
+            # a comparison of lenses: the tuned lens's fidelity and convergence at the layers
+            # its statistic reads (the tuned lens is the reference both comparisons rest on)
             result = replace(result, fidelity=model_session.lens_fidelity(result, None, "tuned"))
         is_control = model_session.loaded.spec.control is not None
         if model_session.config.control and not is_control and not result.claim.compares_with_control:
             result = replace(result, control=_control_of(result, claim_results))
-        paths = model_session.writer.publish(result, table, figure, provenance)
+        paths = model_session.writer.publish(result, table, evidence.figure, provenance)
         claim_results.append((result, paths))
         claim_snapshot(result, table, provenance)  # fails on a number that moved beyond its tolerance
         if is_control or result.claim.threshold is None:

@@ -27,8 +27,7 @@ def claim_test(claim: Claim):
     """The test function of one claim, with the fixtures it needs as its parameters."""
 
     def test(model_session, publish, need_lens, lens_name=None, control_session=None) -> None:
-        evidence = claim.evidence(ClaimRun(model_session, lens_name, control_session, need_lens))
-        publish(evidence.result, evidence.table, evidence.figure, evidence.trace, evidence.data, evidence.lenses)
+        publish(claim.evidence(ClaimRun(model_session, lens_name, control_session, need_lens)))
 
     names = ["model_session", "publish", "need_lens"]
     names += ["lens_name"] * claim.per_lens + ["control_session"] * claim.compares_with_control

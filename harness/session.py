@@ -194,11 +194,6 @@ class ModelSession:
         is the paper's off-by-one one, so both can be compared side by side."""
         return f"{name}{PAPER_ALIGNED}" if name == "tuned" and self.config.lens_alignment == "paper" else name
 
-    @staticmethod
-    def lens_of_label(label: str) -> str:
-        """The ``--lens`` name behind a result's lens label (see ``lens_label``)."""
-        return label.removesuffix(PAPER_ALIGNED)
-
     @cached_property
     def lens_recipe(self):
         return resolve_recipe(self.config.lens_recipe, self.loaded.device)
@@ -298,11 +293,10 @@ class ModelSession:
         key = {"held_out_kl": 1, **self.loaded.identity, "data": [data.name, data.content_hash], "ids": ids.shape[0] * ids.shape[1]}
         return pd.DataFrame(self.cache.fetch(key, compute)[0])
 
-    def lens_fidelity(self, result, trace: LayerTrace | None = None, lens_name: str | None = None) -> LensFidelity | None:
-        """The fidelity of the lens ``result`` was read through (or of ``lens_name``), at the
-        layers its statistic reads (``harness/fidelity.py``); None for results not read
-        through a lens."""
-        name = lens_name or self.lens_of_label(result.lens)
+    def lens_fidelity(self, result, trace: LayerTrace | None, name: str | None) -> LensFidelity | None:
+        """The fidelity of lens ``name`` (the ``--lens`` a result was read through) at the
+        layers ``result``'s statistic reads (``harness/fidelity.py``); None for a result
+        read through no lens (``name`` None)."""
         if name not in LENS_NAMES:
             return None
         table = self.held_out_kl
@@ -399,7 +393,7 @@ class ModelSession:
         except DataMissing as err:
             if self.config.data_dir is None:
                 raise
-            log.warning("%s Using the embedded facts for GTR-4.", err)
+            log.warning("%s Using the embedded facts.", err)
             return load_facts(None)
 
     @cached_property

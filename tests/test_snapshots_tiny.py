@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.claims.base import CLAIMS, DEFAULT_TOLERANCE, Claim, Tolerance
+from harness.claims import discover
+from harness.claims.base import DEFAULT_TOLERANCE, Claim, Tolerance
 from harness.snapshots.gate import main
 from harness.snapshots.store import ModelSnapshots, config_tag
 from harness.snapshots.syrupy_extension import NumericSnapshotExtension
@@ -233,7 +234,7 @@ def test_tolerances_of_the_registered_claim_apply():
     """A change of a GTR-1 share smaller than its tolerance matches, a larger one does not."""
     result, table = _results("gpt2")["GTR-1"]
     value = json.loads(dumps(snapshot_value(result, table)))
-    tol = CLAIMS["GTR-1"].tolerance("share/Top-10")
+    tol = discover()["GTR-1"].tolerance("share/Top-10")
     moved = json.loads(json.dumps(value))
     moved["curves"]["share/Top-10"]["values"][1] += tol.abs / 2
     assert compare(value, moved).ok
@@ -277,7 +278,7 @@ def test_syrupy_records_compares_and_updates(tmp_path):
     assert created.returncode == 0, created.stdout + created.stderr
     assert json.loads((stored / "test_statistic.json").read_text())["statistic"] == 0.4
 
-    tol = CLAIMS["GTR-1"].tolerance("statistic").abs  # GTR-1's own tolerance applies
+    tol = discover()["GTR-1"].tolerance("statistic").abs  # GTR-1's own tolerance applies
     within = _pytest(tmp_path, S=str(0.4 + tol / 2), V="1")
     assert within.returncode == 0, within.stdout + within.stderr
 

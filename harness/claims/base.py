@@ -211,13 +211,15 @@ class ClaimRun:
 class Evidence:
     """What one claim test publishes: the result and its table, the figure (a
     ``functools.partial`` of a figure function, drawn unless the report already holds it
-    drawn from the same arguments), the engine trace the result read (its provenance),
-    the provenance of an intervention's prompts (``data``), and the lenses a comparison
-    of lenses read."""
+    drawn from the same arguments), the ``--lens`` name the result was read through (None
+    for a result read through no lens, or a comparison of the ``lenses`` it names), the
+    engine trace it read, and the provenance of an intervention's prompts (``data``): the
+    result's provenance is taken from these, never rebuilt from its labels."""
 
     result: ClaimResult
     table: Any  # pandas.DataFrame
     figure: Callable[[], Any]
+    lens_name: str | None = None
     trace: Any | None = None
     data: dict | None = None
     lenses: list | None = None

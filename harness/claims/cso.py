@@ -113,7 +113,7 @@ def cso4_evidence(run: ClaimRun) -> Evidence:
     depth = run.session.depth
     trace = depth.refinement_trace()
     result, table = cso4_second_half_refines(trace, run.session.name, "logit", depth.problems.name)
-    return Evidence(result, table, partial(figures_depth.refinement_figure, result, table), trace)
+    return Evidence(result, table, partial(figures_depth.refinement_figure, result, table), "logit", trace)
 
 
 def cso5_evidence(run: ClaimRun) -> Evidence:

@@ -79,7 +79,7 @@ def gtr1_evidence(run: ClaimRun) -> Evidence:
     result, table = gtr1_early_frequent_guesses(
         trace, session.frequency, session.name, session.lens_label(run.lens_name), session.corpus.name
     )
-    return Evidence(result, table, partial(figures.stacked_bucket_bars, result, table), trace)
+    return Evidence(result, table, partial(figures.stacked_bucket_bars, result, table), run.lens_name, trace)
 
 
 def gtr2_evidence(run: ClaimRun) -> Evidence:
@@ -93,7 +93,7 @@ def gtr2_evidence(run: ClaimRun) -> Evidence:
     result, table = gtr2_early_guesses_get_refined(
         trace, session.frequency, session.name, session.lens_label(run.lens_name), session.corpus.name
     )
-    return Evidence(result, table, partial(figures.flip_rate_bars, result, table), trace)
+    return Evidence(result, table, partial(figures.flip_rate_bars, result, table), run.lens_name, trace)
 
 
 def gtr5_evidence(run: ClaimRun) -> Evidence:
@@ -105,7 +105,7 @@ def gtr5_evidence(run: ClaimRun) -> Evidence:
     rows = choice_rows(session)
     trace = session.trace(rows.request, session.lens(run.lens_name), CHOICE_REDUCTIONS)
     result, table = gtr5_shortlist_then_decide(trace, rows, session.name, session.lens_label(run.lens_name))
-    return Evidence(result, table, partial(figures.choice_curves, result, table), trace)
+    return Evidence(result, table, partial(figures.choice_curves, result, table), run.lens_name, trace)
 
 
 

@@ -85,7 +85,7 @@ def gtr4_evidence(run: ClaimRun) -> Evidence:
         earliest_layer_curves, result, table[table.set == "paired"], ["answer_length", "position"],
         colors=FIGURE_COLORS, what="the first answer token needs the most depth",
     )
-    return Evidence(result, table, fig, trace)
+    return Evidence(result, table, fig, run.lens_name, trace)
 
 
 

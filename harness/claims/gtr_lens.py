@@ -52,7 +52,7 @@ def gtr6_evidence(run: ClaimRun) -> Evidence:
     result, table = gtr6_logit_lens_underrates_frequent(
         logit_trace, tuned_trace, session.frequency, session.name, label, session.corpus.name
     )
-    return Evidence(result, table, partial(figures_lens.top10_mass_curves, result, table), logit_trace, lenses=[logit, tuned])
+    return Evidence(result, table, partial(figures_lens.top10_mass_curves, result, table), None, logit_trace, lenses=[logit, tuned])
 
 
 def gtr7_evidence(run: ClaimRun) -> Evidence:
@@ -83,7 +83,7 @@ def _two_tuned_lenses(statistic, run: ClaimRun) -> Evidence:
     label = session.lens_label("tuned") + "-vs-downweighted"
     result, table = statistic(standard_trace, weighted_trace, session.frequency, session.name, label, session.corpus.name)
     fig = partial(figures_lens.top10_share_curves, result, table)
-    return Evidence(result, table, fig, standard_trace, lenses=[standard, weighted])
+    return Evidence(result, table, fig, None, standard_trace, lenses=[standard, weighted])
 
 
 

@@ -80,7 +80,7 @@ def gtr3_evidence(run: ClaimRun) -> Evidence:
         tagger=pos_tags(session).provenance,
     )
     fig = partial(earliest_layer_curves, result, table, "tag", what="function words settle early")
-    return Evidence(result, table, fig, trace)
+    return Evidence(result, table, fig, run.lens_name, trace)
 
 
 

@@ -71,7 +71,7 @@ def cso4v2_evidence(run: ClaimRun) -> Evidence:
     )
     fig = partial(figures.model_vs_control_curves, result, table, "mean", "top-5 overlap of the logit lens with the final top-5",
                   "second half refines more than in the untrained control")
-    return Evidence(result, table, fig, trace)
+    return Evidence(result, table, fig, "logit", trace)
 
 
 def gtr2v2_evidence(run: ClaimRun) -> Evidence:
@@ -86,7 +86,7 @@ def gtr2v2_evidence(run: ClaimRun) -> Evidence:
     )
     fig = partial(figures.model_vs_control_curves, result, table, "flip_rate", "flip rate of Top-10 guesses (lens top-1 ≠ final)",
                   "early guesses flip less than in the untrained control")
-    return Evidence(result, table, fig, trace)
+    return Evidence(result, table, fig, run.lens_name, trace)
 
 
 CSO_1_V2 = register(

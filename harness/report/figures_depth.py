@@ -182,7 +182,7 @@ def contribution_bars(result: ClaimResult, table: pd.DataFrame, measure: str = "
     ax.set_xlim(-0.6, n_layers - 0.4)
     ax.set_xlabel("block l (its contribution Δh = h_{l+1} - h_l, relative to the residual h_l it reads)")
     ax.set_ylabel(ylabel)
-    if result.claim.id == "CSO-1":
+    if measure == "relative_contribution":
         d = result.details
         statistic = ("whole-block relative contribution, second half / first half; MLP "
                      f"{d['mlp_ratio']['value']:.2f}, attention {d['attention_ratio']['value']:.2f}")
