@@ -139,11 +139,15 @@ class DepthMeasurements:
         return out
 
     def data_provenance(self, measure: str) -> dict:
+        """The dataset of a measurement and a hash of the prompts it ran on (token ids): a
+        snapshot recorded on other prompts (another --max-examples, other data) is not
+        compared."""
         if measure in ("erasure", "gradients"):
             n = self.sizes.gradient_maps if measure == "gradients" else self.sizes.maps
             ids = [ids for ids, _ in self.map_prompts[:n]]
             return {"dataset": MAPS_DATASET, "data_hash": _digest(ids)[:16]}
-        return {"dataset": self.problems.name, "data_hash": self.problems.content_hash[:16], "data_source": self.problems.source}
+        n = {"contributions": self.sizes.contributions, "skips": self.sizes.skip}[measure]
+        return {"dataset": self.problems.name, "data_hash": _digest(self.problem_ids(n))[:16], "data_source": self.problems.source}
 
     # ------------------------------------------------------------------ caching
 
