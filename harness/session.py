@@ -407,7 +407,7 @@ class ModelSession:
 
     @cached_property
     def problems(self) -> ProblemSet:
-        """The CSO word problems: --problems FILE, else the --data source (gsm8k), else
+        """The word problems (GSM8K format): --problems FILE, else the --data source (gsm8k), else
         --data-dir's gsm8k/test.jsonl, else the embedded ones."""
         return self.data_choice.load("problems") or load_problems(self.config.data_dir)
 
