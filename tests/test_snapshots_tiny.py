@@ -310,6 +310,11 @@ def test_model_snapshots_report_no_snapshot_yet_then_record_and_compare(tmp_path
 
     other_data = checks.check(result, table, {**PROVENANCE, "data_hash": "h2"})
     assert other_data.status == "not compared" and "other prompts" in other_data.message
+    # --snapshot-update with the same numbers from other prompts records the new prompts' hash
+    rehashed = ModelSnapshots(tmp_path, update=True).check(result, table, {**PROVENANCE, "data_hash": "h2"})
+    assert rehashed.status == "updated" and "numbers matched" in rehashed.message
+    assert checks.check(result, table, {**PROVENANCE, "data_hash": "h2"}).status == "matched"
+    assert ModelSnapshots(tmp_path, update=True).check(result, table, PROVENANCE).status == "updated"  # and back
 
     moved = replace(result, estimate=replace(result.estimate, value=result.estimate.value * 1.5))
     regressed = checks.check(moved, table, {**PROVENANCE, "torch": "2.6.0"})

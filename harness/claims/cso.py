@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from harness.claims.base import (
+    Tolerance,
     ClaimRun,
     Evidence,
     PaperComparison,
@@ -297,11 +298,16 @@ CSO_6 = register(
         direction="above",
         min_n=8,  # digit sums
         paper_value="Llama-3.1-70B: the two maps show the same layers and tokens",
-        # Rank correlations (DECISIONS); the attributions are gradients (CONTINUOUS). CSO-6 itself
-        # not measured, nor gradients on a GPU, where a backward pass may use atomics.
+        # Rank correlations (DECISIONS); the erasure curves CONTINUOUS. The attributions are
+        # gradients summed over 32 path points: the same code on two 2-core AMD EPYC machines
+        # (2026-12-02; identical, bit for bit, before and after a change on one machine) moved
+        # them by up to 1.8e-4 (median 3e-7; 4,960 values up to 3.2), past CONTINUOUS's 1e-5;
+        # abs 1e-3 is about 6x that. Not measured on a GPU, where a backward pass may use atomics.
         parameters={"digit_sums": SIZES.gradient_maps, "ig_steps": SIZES.ig_steps, "baseline_prompts": SIZES.baseline_prompts, "matters_share": MATTERS_SHARE, "min_effect": MIN_EFFECT},
         curves=(CurveSpec("layer", "value", ("measure", "prompt", "position")),),
-        tolerances=snapshot_tolerances(statistic=DECISIONS, curves=CONTINUOUS),
+        tolerances=snapshot_tolerances(
+            statistic=DECISIONS, curves=CONTINUOUS, **{"value/integrated_gradients": Tolerance(rel=0.0, abs=1e-3)}
+        ),
     )
 )
 
