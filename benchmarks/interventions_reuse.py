@@ -1,6 +1,7 @@
-"""Seconds of the CSO-3/5/6 measurements before and after edited rows started from the
-recorded clean residual (``harness/interventions/reuse.py``), in one cold process on the
-default model, with torch's default threads.
+"""Seconds of the layer-skip, residual-erasure and integrated-gradients measurements before
+and after edited rows started from the recorded clean residual
+(``harness/interventions/reuse.py``), in one cold process on the default model, with
+torch's default threads.
 
 The old code is read from a folder holding the old modules as a package ``old_iv``
 (``skip.py``, ``erasure.py``, ``gradients.py`` from an earlier commit, with their

@@ -15,7 +15,8 @@ tenth paragraph held out), and measures on the same 1,024 held-out tokens as the
 - the ``closed-form`` recipe followed by k KL/SGD steps (``--polish``);
 - ``cpu-small`` (48 SGD steps from zero): read from ``--cpu-small FOLDER`` (a lens folder
   whose ``training.json`` has its seconds), else fitted now through the lens cache;
-- GTR-7's down-weighted lens with the ``closed-form`` recipe.
+- the frequency-down-weighted lens (frequent targets' loss weighted down) with the
+  ``closed-form`` recipe.
 
 The closed-form variants share one forward pass per batch (sequences in cpu-small's
 order); each variant's seconds are the forward passes it needs plus its own sums, solve
@@ -134,7 +135,8 @@ def closed_form_rows(loaded, backend, data, freq, default_target: str) -> list[R
         if name == "baseline":
             rows.append(Row(BASELINE, lens, fit.tokens, forward_baseline.plus(clocks[name]), "target residual, ridge 1e-3"))
         elif name == "down-weighted":
-            rows.append(Row("GTR-7 down-weighted, closed-form", lens, fit.tokens, forward.plus(clocks[name], buckets),
+            rows.append(Row("frequency-down-weighted, closed-form", lens, fit.tokens,
+                            forward.plus(clocks[name], buckets),
                             f"target {default_target}, weights {DOWNWEIGHT_FREQUENT}"))
         else:
             label = "closed-form (recipe)" if name == default_target else f"closed form, target {name}"

@@ -1,4 +1,5 @@
-"""GTR-5's trace with and without shared prefixes (issue 11, item 3), in one process.
+"""The multiple-choice trace (few-shot prompts with a fixed option set) with and without shared
+prefixes (issue 11, item 3), in one process.
 
     python3 benchmarks/shared_prefix.py                                  # embedded choices
     python3 benchmarks/shared_prefix.py --data-dir ../shared/data --max-examples 100
@@ -8,7 +9,7 @@ Modes, each a fresh HookBackend and TraceEngine (no trace cache), logit lens,
 ``gtr.CHOICE_REDUCTIONS``:
 
 - ``plain-old``: the plain pass with the batch order before this change (longest first);
-  what GTR-5 cost before;
+  what the multiple-choice trace cost before;
 - ``plain``: the plain pass with the grouped batch order (``shared_prefix.prefix_batches``);
 - ``shared``: shared prefixes (the default now).
 

@@ -18,9 +18,11 @@ thread, batch size 8):
   what a tolerance must *not* hide on a float32 CPU run).
 
 ``--default-model`` measures the same on the embedded default model (SmolLM2-135M, one
-load per dtype): GTR-1/2 on 150 prose prefixes, CSO-1/2 on 8 problems, CSO-4 on 4
-problems, float32 and bfloat16 (bfloat16 on a CPU standing in for a GPU run), each
-under another batch size (8 vs 3) and thread count (1 vs 2), and bfloat16 vs float32.
+load per dtype): the early-guess claims (Gupta et al. 2025, Figs. 2 and 3) on 150 prose
+prefixes, the layer-contribution claims (Csordás et al. 2025, Fig. 2) on 8 problems and the
+second-half refinement claim (Fig. 4) on 4 problems, float32 and bfloat16 (bfloat16 on a CPU
+standing in for a GPU run), each under another batch size (8 vs 3) and thread count (1 vs 2),
+and bfloat16 vs float32.
 
 The bootstrap is checked on its own: the same inputs give the same intervals (fixed seed).
 Numbers are JSON-rounded as in the snapshots (8 significant digits).
@@ -108,7 +110,8 @@ def check_bootstrap() -> bool:
 
 
 def default_model_values(dtype: str, threads: int = 1, batch_size: int = 8, loaded=None) -> dict[str, dict]:
-    """GTR-1/2, CSO-1/2 and CSO-4 on small slices of the embedded data, default model."""
+    """The early-guess, layer-contribution and second-half refinement claims on small slices of
+    the embedded data, default model, keyed by claim id."""
     from harness.claims import cso, gtr
     from harness.data.math import load_problems
     from harness.data.prose import load_prose
@@ -129,16 +132,16 @@ def default_model_values(dtype: str, threads: int = 1, batch_size: int = 8, load
         freq = token_frequencies(tok, corpus, loaded.vocab_size)
         trace = engine.trace(gtr.prefix_request(corpus, tok, 150), lens, gtr.prefix_reductions(freq))
         out = {
-            "GTR-1": gtr.gtr1_early_frequent_guesses(trace, freq, name, "logit", corpus.name),
-            "GTR-2": gtr.gtr2_early_guesses_get_refined(trace, freq, name, "logit", corpus.name),
+            gtr.GTR_1.id: gtr.gtr1_early_frequent_guesses(trace, freq, name, "logit", corpus.name),
+            gtr.GTR_2.id: gtr.gtr2_early_guesses_get_refined(trace, freq, name, "logit", corpus.name),
         }
         problems = load_problems(None)
         ids = [list(tok(p.prompt()).input_ids) for p in problems.problems[:8]]
         c = measure_contributions(HookBackend(loaded), ids)
-        out["CSO-1"] = cso.cso1_second_half_contributes_less(c.relative, c.cosine, name, problems.name)
-        out["CSO-2"] = cso.cso2_cosine_curve(c.cosine, name, problems.name)
+        out[cso.CSO_1.id] = cso.cso1_second_half_contributes_less(c.relative, c.cosine, name, problems.name)
+        out[cso.CSO_2.id] = cso.cso2_cosine_curve(c.cosine, name, problems.name)
         refinement = engine.trace(TraceRequest.build(problems.name, ids[:4], positions="all"), lens, REFINEMENT_REDUCTIONS)
-        out["CSO-4"] = cso.cso4_second_half_refines(refinement, name, "logit", problems.name)
+        out[cso.CSO_4.id] = cso.cso4_second_half_refines(refinement, name, "logit", problems.name)
     finally:
         torch.set_num_threads(1)
     return {cid: snapshot_value(r, t) for cid, (r, t) in out.items()}, loaded

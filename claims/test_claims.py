@@ -39,7 +39,8 @@ def claim_test(claim: Claim):
 
 
 def paper_order(claim: Claim) -> tuple:
-    """CSO-1 .. CSO-6, then their v2 claims; GTR-1 .. GTR-7, then theirs."""
+    """By the id's paper prefix (Csordás et al.'s claims, then Gupta et al.'s); within a paper the
+    claims in number order, then their v2 claims in number order."""
     paper, number = claim.id.split("-", 1)
     return paper, "v" in number, int(number.split("v")[0])
 

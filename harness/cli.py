@@ -64,10 +64,10 @@ def _report(args) -> int:
 
 
 def _train_lens(args) -> int:
-    """Fit the tuned lenses the claims need for one model (the standard one, and GTR-7's
-    down-weighted one with --weighting both), or report the cached ones. The default recipe
-    on a CPU is the closed form (ridge least squares on every token of the training split; one
-    forward pass fits both lenses)."""
+    """Fit the tuned lenses the claims need for one model (the standard one, and with
+    --weighting both also the one with frequent targets down-weighted), or report the cached
+    ones. The default recipe on a CPU is the closed form (ridge least squares on every token
+    of the training split; one forward pass fits both lenses)."""
     from harness.data.prose import WIKIPEDIA_FILE
     from harness.data.sources import DataSourceError, resolve_data
     from harness.lens_training import WEIGHTINGS, CorpusTooSmall
@@ -179,13 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--data-dir", type=Path, default=None, help="folder laid out like ../shared/data: train on its Wikipedia paragraphs (default: the embedded prose)")
     train.add_argument("--data", action="append", metavar="NAME", help="a named prose source to train on, e.g. wikipedia or wikitext103 (streamed from the hub; harness/data/sources.py)")
     train.add_argument("--prose", type=Path, default=None, metavar="FILE", help='train on a JSON Lines file of {"id", "text"} paragraphs')
-    train.add_argument("--frequency-tokens", type=int, default=None, help="tokens of the prose the frequency ranks (GTR-7's weighting) count (default: the whole corpus; 10M of a hub source)")
+    train.add_argument("--frequency-tokens", type=int, default=None, help="tokens of the prose the frequency ranks (the down-weighted lens's loss weights) count (default: the whole corpus; 10M of a hub source)")
     train.add_argument(
         "--recipe", default="auto", choices=["auto", *RECIPES],
         help="auto: 'paper' on a GPU (SGD from the closed form), 'closed-form' on CPU (ridge least squares on the whole training split, no SGD); "
              "'cpu-small': the package's SGD loop from zero, small",
     )
-    train.add_argument("--weighting", default="both", choices=["both", *WEIGHTINGS], help="which lens: standard, GTR-7's downweight-frequent, or both (default)")
+    train.add_argument("--weighting", default="both", choices=["both", *WEIGHTINGS], help="which lens: standard, downweight-frequent (frequent targets' loss weighted down), or both (default)")
     train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     train.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     train.set_defaults(func=_train_lens)

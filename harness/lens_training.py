@@ -31,10 +31,11 @@ packed into ``seq_len``-token sequences (``ModelSession`` fits every missing wei
 one pass: :func:`fit_packed`, :class:`RowFit`), or, with ``fit_source="prose-pass"``, every
 token of the training paragraphs from the forward pass the prose claims share.
 
-GTR-7's second lens uses the same recipe with ``weighting="downweight-frequent"``: each
-position is weighted by the frequency bucket of its *target*, the model's final prediction
-there (:data:`DOWNWEIGHT_FREQUENT`): weighted least squares in the closed form, a weighted
-KL (normalised by the sum of the weights) in the SGD loop.
+The frequency-down-weighted lens (the second tuned lens of a comparison of lenses) uses the
+same recipe with ``weighting="downweight-frequent"``: each position is weighted by the
+frequency bucket of its *target*, the model's final prediction there
+(:data:`DOWNWEIGHT_FREQUENT`): weighted least squares in the closed form, a weighted KL
+(normalised by the sum of the weights) in the SGD loop.
 
 Lenses are cached per (model, data, recipe, weighting) under ``$DEPTH_CLAIMS_HOME/lenses``;
 SGD training writes a checkpoint every few steps and resumes from it after an interruption.
@@ -128,7 +129,7 @@ class Recipe:
 
 RECIPES: dict[str, Recipe] = {
     # The default on CPU (README, benchmarks/lens_recipes.py: measured): the closed form with
-    # the h_L target on the whole packed training split, both lenses (standard, GTR-7's) from
+    # the h_L target on the whole packed training split, both lenses (standard, down-weighted) from
     # one forward pass (ModelSession), no SGD; measured on 2 held-out sequences (256 tokens:
     # the lens's KL is 2.5-20x below the logit lens's there, far beyond its standard error).
     # Of the targets it alone beats least squares on cpu-small's 12k tokens at every layer
@@ -152,7 +153,7 @@ RECIPES: dict[str, Recipe] = {
     ),
 }
 
-# GTR-7: weight of a position's loss by the frequency bucket of its target token.
+# The down-weighted lens: weight of a position's loss by the frequency bucket of its target token.
 DOWNWEIGHT_FREQUENT: dict[str, float] = {"Top-10": 0.1, "Top-100": 0.5, "Top-1000": 1.0, "Rest": 1.0}
 WEIGHTINGS: dict[str, dict[str, float] | None] = {"standard": None, "downweight-frequent": DOWNWEIGHT_FREQUENT}
 
@@ -453,7 +454,7 @@ class FitRows:
 def fit_packed(loaded: LoadedModel, backend, data: LensData, recipe: Recipe, fits: dict[str, "RowFit"]) -> None:
     """Feed every training sequence of ``data`` to each :class:`RowFit` of ``fits`` (one
     forward pass per ``recipe.fit_batch_sequences`` sequences for all of them: the standard
-    and GTR-7's down-weighted lens are fitted on the same pass)."""
+    and the frequency-down-weighted lens are fitted on the same pass)."""
     head = LogitLens(loaded)
     weighted = any(f.weights is not None for f in fits.values())
     step = recipe.fit_batch_sequences
@@ -471,10 +472,10 @@ class RowFit:
     """A closed-form fit fed with rows of any forward pass: :meth:`add` takes a batch
     (``FitRows`` from :func:`fit_packed`, or the shared prose pass's ``CapturedRows``)
     holding *every* position of some training sequences, weights it as
-    :func:`fit_closed_form` does (GTR-7's buckets of the final prediction; weight 0 for
-    translator 0 at each sequence's first position) and adds it to a :class:`LensFit`; the
-    fit is also solved after each of ``fractions`` of ``total_tokens`` (the convergence
-    curve, :func:`curve_fractions`). :meth:`result` solves it."""
+    :func:`fit_closed_form` does (the down-weighted lens's buckets of the final prediction;
+    weight 0 for translator 0 at each sequence's first position) and adds it to a
+    :class:`LensFit`; the fit is also solved after each of ``fractions`` of ``total_tokens``
+    (the convergence curve, :func:`curve_fractions`). :meth:`result` solves it."""
 
     def __init__(
         self, loaded: LoadedModel, recipe: Recipe, weighting: str, freq: FrequencyTable | None, total_tokens: int,

@@ -1,15 +1,16 @@
 """One forward pass per paragraph for every request that reads the same prose.
 
-GTR-1/2 read prefixes of the corpus's paragraphs, GTR-3 reads other positions of the same
-paragraphs, and a closed-form tuned lens with ``fit_source="prose-pass"`` is fitted on
-every position of the training paragraphs. With causal attention the residuals at position ``p`` of a prompt depend only
-on its tokens ``0..p``, so a prompt that is a token prefix of a longer sequence (a
-*carrier*) can be read from the carrier's forward pass. :func:`capture_shared` maps every
-prompt of every request to a carrier (a prompt that is a prefix of none becomes its own
-carrier, so a tokenisation that differs is never read from the wrong sequence), runs each
-carrier once, keeps the residuals at the rows the requests read, and hands the rows of the
-carriers marked for fitting to a callback (the lens fits' Gram matrices) before dropping
-them. Every lens is then applied to the kept rows (``TraceEngine.trace(..., rows=...)``).
+The early-guess claims read prefixes of the corpus's paragraphs, the part-of-speech claim
+reads other positions of the same paragraphs, and a closed-form tuned lens with
+``fit_source="prose-pass"`` is fitted on every position of the training paragraphs. With
+causal attention the residuals at position ``p`` of a prompt depend only on its tokens
+``0..p``, so a prompt that is a token prefix of a longer sequence (a *carrier*) can be
+read from the carrier's forward pass. :func:`capture_shared` maps every prompt of every
+request to a carrier (a prompt that is a prefix of none becomes its own carrier, so a
+tokenisation that differs is never read from the wrong sequence), runs each carrier once,
+keeps the residuals at the rows the requests read, and hands the rows of the carriers
+marked for fitting to a callback (the lens fits' Gram matrices) before dropping them.
+Every lens is then applied to the kept rows (``TraceEngine.trace(..., rows=...)``).
 """
 
 from __future__ import annotations

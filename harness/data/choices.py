@@ -1,4 +1,4 @@
-"""Few-shot prompts with a fixed option set (GTR-5).
+"""Few-shot prompts with a fixed option set (the multiple-choice case study of Gupta et al. 2025, Sec. 5).
 
 Two formats, read by the same loaders from the embedded fixtures or ``--data-dir``:
 

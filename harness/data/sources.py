@@ -5,11 +5,12 @@ pinned revision, the fields it reads, how records become the suite's typed recor
 the licence. ``datasets.load_dataset`` loads and caches it (streamed where the data set
 is large); the formatter turns its rows into the same records as the embedded fixtures:
 
-- ``prose``    -> :class:`~harness.data.prose.Corpus` (GTR-1/2/3, token frequencies, lens training)
-- ``choices``  -> a list of :class:`~harness.data.choices.ChoiceTask` (GTR-5), few-shot
+- ``prose``    -> :class:`~harness.data.prose.Corpus` (prose prefixes, POS examples, token
+  frequencies, lens training)
+- ``choices``  -> a list of :class:`~harness.data.choices.ChoiceTask` (multiple choice), few-shot
   prompts formatted exactly like the Guess-then-Refine paper's prompt files
-- ``facts``    -> :class:`~harness.data.facts.FactSet` (GTR-4)
-- ``problems`` -> :class:`~harness.data.math.ProblemSet` (the CSO claims)
+- ``facts``    -> :class:`~harness.data.facts.FactSet` (multi-token facts)
+- ``problems`` -> :class:`~harness.data.math.ProblemSet` (the depth-efficiency claims)
 
 A record's name is ``<entry>-<revision[:7]>`` and its ``source`` names the hub id,
 config, split and full revision, so every result says which data and which version it
@@ -244,7 +245,7 @@ FORMATTERS: dict[str, Callable] = {"prose": _prose, "choices": _choices, "facts"
 def resolve_data(names: Iterable[str]) -> dict[str, tuple[Source, ...]]:
     """``--data`` values (entry or bundle names, ``embedded``) -> the sources of each kind.
     A kind with no source uses ``--data-dir`` or the embedded fixtures. Several choice
-    sources form one GTR-5 run (one task each); any other kind takes at most one."""
+    sources form one multiple-choice run (one task each); any other kind takes at most one."""
     chosen: list[Source] = []
     for name in names:
         if name == EMBEDDED:

@@ -1,4 +1,4 @@
-"""CSO-1/2: how much each attention, MLP and whole layer adds to the residual stream.
+"""How much each attention, MLP and whole layer adds to the residual stream.
 
 Relative contribution = ||what the sublayer adds|| / ||the residual it is added to||, and
 the cosine between the two, per token (Csordás et al. 2025, Fig. 2). Which residual

@@ -1,4 +1,4 @@
-"""CSO-5: residual erasure. Replace ``h_r`` at one token with an uninformative residual
+"""Residual erasure. Replace ``h_r`` at one token with an uninformative residual
 (the mean over the tokens of other prompts) and measure the largest L2 change of the
 answer tokens' output distributions (Csordás et al. 2025, Fig. 6b).
 

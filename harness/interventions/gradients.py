@@ -1,4 +1,4 @@
-"""CSO-6: integrated gradients of the answer's probability with respect to each residual
+"""Integrated gradients of the answer's probability with respect to each residual
 point, per token (Csordás et al. 2025, Fig. 6a).
 
 For residual point ``r`` the path runs from a baseline (the mean of ``h_r`` over the

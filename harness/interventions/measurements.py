@@ -60,7 +60,8 @@ class Sizes:
     """How many prompts each measurement uses (``--max-examples`` caps every one).
 
     Edited rows start from the recorded clean residual (``harness/interventions/reuse.py``),
-    which roughly halves the block runs of CSO-3/5/6; part of that went into n."""
+    which roughly halves the block runs of the layer skips, residual erasure and integrated
+    gradients; part of that went into n."""
 
     contributions: int = 32  # GSM8K prompts, one forward pass each
     skip: int = 16  # GSM8K prompts; layers x (positions + 1) skipped rows each
@@ -174,7 +175,8 @@ class DepthMeasurements:
     # ------------------------------------------------------------------ measurements
 
     def contributions(self) -> dict[str, np.ndarray]:
-        """CSO-1/2: relative_<part>, cosine_<part>: [prompts, L]."""
+        """Sublayer contributions (Csordás et al. 2025, Fig. 2): relative_<part>, cosine_<part>:
+        [prompts, L]."""
         prompts = self.problem_ids(self.sizes.contributions)
 
         def compute():
@@ -185,7 +187,7 @@ class DepthMeasurements:
         return self._cached("contributions", {}, prompts, compute)
 
     def skips(self) -> dict[str, np.ndarray]:
-        """CSO-3: future_map/all_map [prompts, L, L], future_output/all_output [prompts, L]."""
+        """Layer skips (Fig. 3): future_map/all_map [prompts, L, L], future_output/all_output [prompts, L]."""
         prompts = self.problem_ids(self.sizes.skip)
         n_pos = self.sizes.skip_positions
 
@@ -204,7 +206,8 @@ class DepthMeasurements:
         return self._cached("skips", {"positions": n_pos, "front": 1, "seed": "prompt index"}, prompts, compute)
 
     def refinement_trace(self) -> LayerTrace:
-        """CSO-4: the logit-lens trace of every position of the problems (shared engine)."""
+        """Second-half refinement (Fig. 4): the logit-lens trace of every position of the problems
+        (shared engine)."""
         request = TraceRequest.build(self.problems.name, self.problem_ids(self.sizes.refinement), positions="all")
         return self.session.engine.trace(request, self.session.lens("logit"), REFINEMENT_REDUCTIONS)
 
@@ -221,7 +224,7 @@ class DepthMeasurements:
         return [maps[i, :, : len(ids)] for i, (ids, _) in zip(range(len(maps)), self.map_prompts)]
 
     def erasure(self) -> dict[str, np.ndarray]:
-        """CSO-5: effect [prompts, L + 1, T_max] (NaN padding)."""
+        """Residual erasure (Fig. 6b): effect [prompts, L + 1, T_max] (NaN padding)."""
         prompts = [ids for ids, _ in self.map_prompts]
         baseline_ids = self.problem_ids(self.sizes.baseline_prompts)
 
@@ -236,8 +239,8 @@ class DepthMeasurements:
         return self._cached("erasure", params, prompts, compute)
 
     def gradients(self) -> dict[str, np.ndarray]:
-        """CSO-6: attribution [prompts, L + 1, T_max], output_difference and
-        completeness_error [prompts, L + 1], on the first ``Sizes.gradient_maps`` map prompts."""
+        """Integrated gradients (Fig. 6a): attribution [prompts, L + 1, T_max], output_difference
+        and completeness_error [prompts, L + 1], on the first ``Sizes.gradient_maps`` map prompts."""
         used = self.map_prompts[: self.sizes.gradient_maps]
         prompts = [ids for ids, _ in used]
         steps = self.sizes.ig_steps

@@ -1,9 +1,9 @@
 """Shared-prefix forward passes for :meth:`HookBackend.read_rows` (issue 11, item 3).
 
 Few-shot prompts of one task share a long prefix (the demonstrations: 74-84% of the
-characters of GTR-5's prompts). With causal attention the keys, values and residuals of a
-prefix depend on the prefix alone, so a batch whose rows all start with the same tokens
-needs them once:
+characters of the multiple-choice prompts). With causal attention the keys, values and
+residuals of a prefix depend on the prefix alone, so a batch whose rows all start with the
+same tokens needs them once:
 
 1. the *prefix pass* runs the shared tokens once (batch 1, with a KV cache) and keeps
    their keys and values (and, when some read falls inside the prefix, ``h_0 .. h_L`` at
@@ -66,9 +66,9 @@ class PrefixBackend(Protocol):
 # prefix it reuses) has at least this many tokens, and a new or extended prefix is run only
 # when it saves at least this many token positions ((rows - 1) x its new tokens). What it
 # weighs: one extra forward call (the prefix pass), worth a few token positions of a batch
-# on the default model on a CPU, and the stored keys and values. GTR-5's demonstrations are
-# 92-373 tokens long, far above it; shorter shared starts (a chat template, a BOS) are
-# left to the plain pass, where they cost little.
+# on the default model on a CPU, and the stored keys and values. The multiple-choice
+# demonstrations are 92-373 tokens long, far above it; shorter shared starts (a chat
+# template, a BOS) are left to the plain pass, where they cost little.
 MIN_SHARED_TOKENS = 32
 # Bound on the keys, values and residuals of stored prefixes, per backend.
 PREFIX_CACHE_BYTES = 512 << 20

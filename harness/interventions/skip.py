@@ -1,4 +1,4 @@
-"""CSO-3: the effect of skipping one layer on later layers' computation and on the output.
+"""The effect of skipping one layer on later layers' computation and on the output.
 
 Skipping block ``s`` replaces its output by its input (``h_{s+1} := h_s``) on the positions
 ``[front, t)``; then, on the positions from ``t`` on, we measure the largest relative

@@ -24,8 +24,8 @@ def _title(result: ClaimResult, what: str) -> str:
 
 
 def stacked_bucket_bars(result: ClaimResult, table: pd.DataFrame):
-    """GTR-1: 100%-stacked bars of the frequency buckets of the lens top-1 per layer,
-    with the model's final prediction as the last bar."""
+    """Early frequent guesses (Gupta et al. 2025, Fig. 2): 100%-stacked bars of the frequency
+    buckets of the lens top-1 per layer, with the model's final prediction as the last bar."""
     layers = list(dict.fromkeys(table["layer"]))
     fig, ax = plt.subplots(figsize=(max(8, 0.32 * len(layers) + 2), 4.8))
     x = np.arange(len(layers))
@@ -57,8 +57,8 @@ def stacked_bucket_bars(result: ClaimResult, table: pd.DataFrame):
 
 
 def flip_rate_bars(result: ClaimResult, table: pd.DataFrame):
-    """GTR-2: grouped bars of the flip rate (lens top-1 != final prediction) per layer,
-    one bar per frequency bucket of the intermediate top-1."""
+    """Refined guesses (Gupta et al. 2025, Fig. 3): grouped bars of the flip rate (lens top-1 !=
+    final prediction) per layer, one bar per frequency bucket of the intermediate top-1."""
     layers = sorted(table["layer"].unique())
     fig, ax = plt.subplots(figsize=(max(9, 0.42 * len(layers) + 2), 4.8))
     width = 0.8 / len(BUCKET_COLORS)
@@ -93,8 +93,8 @@ CHOICE_CURVES = {
 
 
 def choice_curves(result: ClaimResult, table: pd.DataFrame):
-    """GTR-5: per task, the per-layer curves with 95% intervals, and the mean shortlist and
-    decision layers marked."""
+    """Multiple choice (Gupta et al. 2025, Sec. 5): per task, the per-layer curves with 95%
+    intervals, and the mean shortlist and decision layers marked."""
     tasks = [t for t in dict.fromkeys(table["task"]) if t != "all"]
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 4.4), sharey=True, squeeze=False)
     for ax, task in zip(axes[0], tasks):

@@ -1,21 +1,21 @@
-"""Figures of the depth-efficiency claims CSO-1 .. CSO-6 (Csordás et al. 2025).
+"""Figures of the depth-efficiency claims (Csordás et al. 2025, Figs. 2-4 and 6).
 
 Each function takes the ``(ClaimResult, table)`` pair of a claim function in
 ``harness.claims.cso`` and returns a matplotlib Figure that reads without the paper:
 what is shown, model, dataset, n and the verdict with its statistic in the title, axis
 labels with units, legends and labelled colour bars.
 
-- :func:`contribution_bars` (CSO-1, CSO-2): overlaid bars per block for attention, MLP and
-  the whole layer, shorter bars in front (the paper's Fig. 2).
-- :func:`skip_effect_figure` (CSO-3): skipped x affected layer heat maps for both skip
-  variants, and the output change per skipped layer (Fig. 3).
-- :func:`refinement_figure` (CSO-4): KL(final || lens) and top-5 overlap per residual
-  point (Fig. 4).
-- :func:`erasure_map_figure` (CSO-5): the residual-erasure map of the paper's digit sum,
-  the last layer at which each question token matters, and that layer against position
-  for every prompt (Fig. 6b).
-- :func:`gradient_map_figure` (CSO-6): integrated gradients next to the erasure map
-  (Fig. 6a).
+- :func:`contribution_bars` (layer contributions and their cosines): overlaid bars per
+  block for attention, MLP and the whole layer, shorter bars in front (the paper's Fig. 2).
+- :func:`skip_effect_figure` (layer skips): skipped x affected layer heat maps for both
+  skip variants, and the output change per skipped layer (Fig. 3).
+- :func:`refinement_figure` (second-half refinement): KL(final || lens) and top-5 overlap
+  per residual point (Fig. 4).
+- :func:`erasure_map_figure` (no compositional tiling): the residual-erasure map of the
+  paper's digit sum, the last layer at which each question token matters, and that layer
+  against position for every prompt (Fig. 6b).
+- :func:`gradient_map_figure` (integrated gradients agree with erasure): integrated
+  gradients next to the erasure map (Fig. 6a).
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def _map_size(n_points: int, n_tokens: int) -> tuple[float, float]:
     return max(4.5, MAP_CELL_IN[0] * n_tokens + 1.6), max(4.0, MAP_CELL_IN[1] * n_points + 2.4)
 
 
-# --------------------------------------------------------------------------- CSO-1/2
+# --------------------------------------------------------------------------- contributions (Fig. 2)
 
 
 def _sort_zorder(containers, base: float = 2.0) -> None:
@@ -143,9 +143,10 @@ def _sort_zorder(containers, base: float = 2.0) -> None:
 
 
 def contribution_bars(result: ClaimResult, table: pd.DataFrame, measure: str = "relative_contribution"):
-    """CSO-1 (``measure="relative_contribution"``) or CSO-2 (``"cosine"``): the mean per
-    block of attention, MLP and the whole block, as overlaid bars (shorter bars in front)
-    with 95% bootstrap intervals over prompts as whiskers; a dashed line at half depth."""
+    """Relative contributions (``measure="relative_contribution"``, Fig. 2a) or their cosines
+    (``"cosine"``, Fig. 2b): the mean per block of attention, MLP and the whole block, as
+    overlaid bars (shorter bars in front) with 95% bootstrap intervals over prompts as
+    whiskers; a dashed line at half depth."""
     if measure not in MEASURE_LABELS:
         raise ValueError(f"measure must be one of {sorted(MEASURE_LABELS)}, not {measure!r}.")
     data = table[table["measure"] == measure]
@@ -194,7 +195,7 @@ def contribution_bars(result: ClaimResult, table: pd.DataFrame, measure: str = "
     return fig
 
 
-# --------------------------------------------------------------------------- CSO-3
+# --------------------------------------------------------------------------- layer skips (Fig. 3)
 
 
 def _skip_matrix(rows: pd.DataFrame, n_layers: int) -> np.ndarray:
@@ -203,7 +204,7 @@ def _skip_matrix(rows: pd.DataFrame, n_layers: int) -> np.ndarray:
 
 
 def skip_effect_figure(result: ClaimResult, table: pd.DataFrame):
-    """CSO-3: for both variants, the mean over prompts of the relative change of each
+    """Layer skips: for both variants, the mean over prompts of the relative change of each
     block's contribution (x) when a block is skipped (y), and below it the largest L2
     change of the output probabilities per skipped block (mean and largest over prompts)."""
     rel = table[table["measure"] == "relative_change"]
@@ -263,12 +264,12 @@ def skip_effect_figure(result: ClaimResult, table: pd.DataFrame):
     return fig
 
 
-# --------------------------------------------------------------------------- CSO-4
+# --------------------------------------------------------------------------- refinement (Fig. 4)
 
 
 def refinement_figure(result: ClaimResult, table: pd.DataFrame):
-    """CSO-4: per residual point (lens input; L = the model's own output), the mean
-    KL(final || lens) in nats and the top-5 overlap with the final top-5, with 95%
+    """Second-half refinement: per residual point (lens input; L = the model's own output),
+    the mean KL(final || lens) in nats and the top-5 overlap with the final top-5, with 95%
     bootstrap intervals over prompts."""
     fig, axes = plt.subplots(2, 1, sharex=True, layout="constrained",
                              figsize=(max(7.5, 0.26 * (table["layer"].max() + 1) + 3), 6.4))
@@ -319,11 +320,11 @@ def refinement_figure(result: ClaimResult, table: pd.DataFrame):
     return fig
 
 
-# --------------------------------------------------------------------------- CSO-5/6
+# --------------------------------------------------------------------------- erasure, gradients (Fig. 6)
 
 
 def erasure_map_figure(result: ClaimResult, table: pd.DataFrame, prompt: int = 0, drop_last: bool = True):
-    """CSO-5: the residual-erasure map of one prompt (default 0, the paper's
+    """No compositional tiling: the residual-erasure map of one prompt (default 0, the paper's
     5 + 7 + 5 + 3 + 1 + 7 = 28) with the last point at which each question token still
     matters marked, and next to it that point against token position for every prompt.
 
@@ -374,8 +375,9 @@ def erasure_map_figure(result: ClaimResult, table: pd.DataFrame, prompt: int = 0
 
 def gradient_map_figure(result: ClaimResult, table: pd.DataFrame, erasure_table: pd.DataFrame, prompt: int = 0,
                         drop_last: bool = True):
-    """CSO-6: the integrated-gradients map of one prompt (seismic, limits symmetric around
-    0 from the largest |value| outside position 0) next to its residual-erasure map."""
+    """Integrated gradients agree with erasure: the integrated-gradients map of one prompt
+    (seismic, limits symmetric around 0 from the largest |value| outside position 0) next to
+    its residual-erasure map."""
     ig, tokens, question = _prompt_map(table, prompt, "integrated_gradients")
     erase, e_tokens, _ = _prompt_map(erasure_table, prompt, "erasure_effect")
     if e_tokens != tokens:
@@ -400,7 +402,7 @@ def gradient_map_figure(result: ClaimResult, table: pd.DataFrame, erasure_table:
     im = _map_panel(axes[1], erase, tokens, question, cmap="viridis", vmin=0)
     cbar = fig.colorbar(im, ax=axes[1], pad=0.01, fraction=0.05)
     cbar.set_label("largest change of answer probabilities (L2)", fontsize=8)
-    axes[1].set_title(f"residual erasure (CSO-5), prompt {prompt}\nsame tokens and residual points", fontsize=8)
+    axes[1].set_title(f"residual erasure (Fig. 6b), prompt {prompt}\nsame tokens and residual points", fontsize=8)
     statistic = (f"mean over prompts of Spearman ρ between the |IG| and erasure maps over (point, token) cells; "
                  f"largest IG completeness error {result.details['max_completeness_error']:.3g}")
     fig.suptitle(_depth_title(result, "integrated gradients give the same picture as residual erasure", statistic),

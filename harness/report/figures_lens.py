@@ -1,4 +1,5 @@
-"""Figures that compare lenses: held-out KL per layer (lens quality), GTR-6 and GTR-7 curves."""
+"""Figures that compare lenses: held-out KL per layer (lens quality), and the early-layer Top-10
+curves of two lenses (logit vs tuned; standard vs frequency-down-weighted tuned)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def _curves(ax, table: pd.DataFrame, value: str, lenses: list[str]) -> None:
 
 
 def top10_mass_curves(result: ClaimResult, table: pd.DataFrame):
-    """GTR-6: probability mass on Top-10 frequency tokens per layer, logit vs tuned lens."""
+    """The logit lens underrates frequent tokens: probability mass on Top-10 frequency tokens per
+    layer, logit vs tuned lens."""
     fig, ax = plt.subplots(figsize=(8.5, 4.6))
     _early_band(ax, result)
     _curves(ax, table, "top10_mass", ["logit", "tuned"])
@@ -40,7 +42,8 @@ def top10_mass_curves(result: ClaimResult, table: pd.DataFrame):
 
 
 def top10_share_curves(result: ClaimResult, table: pd.DataFrame):
-    """GTR-7: share of top-1 tokens that are Top-10, standard vs down-weighted tuned lens."""
+    """Frequent guesses are not a probe artefact: share of top-1 tokens that are Top-10, standard
+    vs frequency-down-weighted tuned lens."""
     fig, ax = plt.subplots(figsize=(8.5, 4.6))
     _early_band(ax, result)
     _curves(ax, table, "top10_share", ["standard tuned", "down-weighted tuned"])

@@ -1,4 +1,4 @@
-"""Earliest-layer curves (GTR-3 parts of speech; reusable for GTR-4's answer positions).
+"""Earliest-layer curves (parts of speech; reusable for the answer positions of multi-token facts).
 
 The paper's Fig. 4 view: for each group of prompts, the mean layer at which the target
 first reaches rank <= k, against k on a log scale.
@@ -14,7 +14,7 @@ import pandas as pd
 from harness.claims.base import ClaimResult
 from harness.report.figures import _title, plt
 
-# GTR-3's tags: function words in blues, content words in warm colours, punctuation grey.
+# Part-of-speech tags: function words in blues, content words in warm colours, punctuation grey.
 TAG_COLORS = {
     "DET": "#1b4f72",
     "ADP": "#3498db",

@@ -111,7 +111,7 @@ _ONE_LENS: dict = {
 
 LENS_IDENTITY_SCHEMA: dict = {
     "description": "The lens the layers were read with: null for claims that read no lens (interventions), "
-    "else the lens's identity, or {\"compared\": [identity, ...]} for claims that compare lenses (GTR-6/7). "
+    "else the lens's identity, or {\"compared\": [identity, ...]} for claims that compare two lenses. "
     "Every lens with parameters (anything but the logit lens, e.g. a tuned lens) must carry a hash of them, "
     "in a property whose name contains 'hash'; a tuned lens also records its alignment and source.",
     "oneOf": [
@@ -195,7 +195,7 @@ RECORD_SCHEMA: dict = {
         "paper_comparison", "subchecks", "details", "provenance",
     ],
     "properties": {
-        "claim": {"type": "string", "pattern": r"^[A-Za-z][A-Za-z0-9]*-[0-9]+[A-Za-z0-9]*$", "description": "Claim id, e.g. GTR-1 (harness/claims/)."},
+        "claim": {"type": "string", "pattern": r"^[A-Za-z][A-Za-z0-9]*-[0-9]+[A-Za-z0-9]*$", "description": "The claim's id (harness/claims/)."},
         "version": {"type": "integer", "minimum": 1, "description": "Claim version: bumped whenever the statistic or threshold changes meaning."},
         "model": {"type": "string", "minLength": 1, "description": "Model name."},
         "lens": {"type": "string", "minLength": 1, "description": "Lens the layers were read with ('none' for interventions)."},
@@ -243,7 +243,7 @@ RECORD_SCHEMA: dict = {
         "lens_fidelity": {
             "oneOf": [{"type": "null"}, FIDELITY_SCHEMA],
             "description": "How faithful the lens is at the layers the statistic reads (harness/fidelity.py); for a "
-            "comparison of lenses (GTR-6/7) the tuned lens's, which both comparisons rest on; null for results "
+            "comparison of lenses the tuned lens's, which both comparisons rest on; null for results "
             "read through no lens (interventions).",
         },
         "too_little_data": {

@@ -20,10 +20,10 @@ that field (``Claim.tolerances``, written next to each claim's registration), ne
 more. A failure names the claim and its version, the field, the layer, the expected and
 the received value and the tolerance, and says how to accept an intended change:
 
-    GTR-1 v1 [tiny-gpt2 · logit · synthetic]: 1 number changed beyond its tolerance
+    <claim id> v1 [tiny-gpt2 · logit · synthetic]: 1 number changed beyond its tolerance
       statistic changed: expected 0.416667, got 0.458333 (|diff| 0.0417 > tolerance rel 0, abs 0.001)
     If the change is intended, run pytest with --snapshot-update to record the new numbers;
-    if you changed how GTR-1 is computed, bump its Claim.version (harness/claims/) and run
+    if you changed how <claim id> is computed, bump its Claim.version (harness/claims/) and run
     --snapshot-update.
 
 The snapshot records the claim's version and definition digest (``Claim.definition_digest``:
@@ -45,9 +45,10 @@ Two ways to use it:
 Measured run-to-run variation, which the tolerances are chosen from
 (``python benchmarks/snapshot_variation.py``: tiny random models of all 13 families,
 float32 on a CPU, the claims of ``tests/test_snapshots_tiny.py``; ``--default-model``:
-the embedded default model, GTR-1/2 on 150 prefixes, CSO-1/2 on 8 problems, CSO-4 on 4,
-float32 and bfloat16 on a CPU). Details and the resulting ``DECISIONS``, ``CONTINUOUS``
-and ``EXACT`` tolerances: ``harness/claims/base.py``.
+the embedded default model, the early-guess claims on 150 prefixes, the layer-contribution
+claims on 8 problems, the second-half refinement claim on 4, float32 and bfloat16 on a
+CPU). Details and the resulting ``DECISIONS``, ``CONTINUOUS`` and ``EXACT`` tolerances:
+``harness/claims/base.py``.
 
 - the same computation twice: identical to the last bit (float32 and bfloat16);
 - 1 vs 2 threads: numbers from argmax / top-k / rank decisions (shares, flip rates,
@@ -59,8 +60,8 @@ and ``EXACT`` tolerances: ``harness/claims/base.py``.
 - float64 instead of float32 (float32's rounding error): decisions identical; continuous
   numbers move by up to 1.2e-6 (relative 3.7e-6 on numbers >= 1e-3);
 - bfloat16 with batch size 8 vs 3 (other kernel shapes, like a torch or CUDA update on a
-  GPU): about 1 decision in 150 flips on the default model (GTR-1 statistic 0.0067, GTR-2
-  flip rates 0.018), KL moves by 1.8e-3;
+  GPU): about 1 decision in 150 flips on the default model (the early-frequent-guess
+  statistic by 0.0067, the early-guess flip rates by 0.018), KL moves by 1.8e-3;
 - bfloat16 instead of float32: shares move by 0.03 (default model) to 0.14 (tiny),
   continuous numbers by 1.4e-4 to 6e-2.
 

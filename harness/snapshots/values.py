@@ -213,7 +213,7 @@ class Comparison:
 
     claim_id: str
     version: int | None
-    title: str  # "GTR-1 v1 [model · lens · dataset]"
+    title: str  # "<claim id> v1 [model · lens · dataset]"
     mismatches: tuple[Mismatch, ...] = ()
     version_changed: tuple[int | None, int | None] | None = None  # (snapshot, code)
     context: tuple[str, ...] = ()  # recorded_with differences, as hints
