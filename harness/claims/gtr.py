@@ -74,12 +74,7 @@ def gtr1_evidence(run: ClaimRun) -> Evidence:
 
     Control: the same prefixes, and the same frequency buckets (counted over the same
     corpus with the same tokenizer: frequency belongs to the data, not the weights)."""
-    session = run.session
-    trace = prefix_trace(session, session.lens(run.lens_name))
-    result, table = gtr1_early_frequent_guesses(
-        trace, session.frequency, session.name, session.lens_label(run.lens_name), session.corpus.name
-    )
-    return Evidence(result, table, partial(figures.stacked_bucket_bars, result, table), run.lens_name, trace)
+    return _on_prefixes(run, gtr1_early_frequent_guesses, figures.stacked_bucket_bars)
 
 
 def gtr2_evidence(run: ClaimRun) -> Evidence:
@@ -88,12 +83,15 @@ def gtr2_evidence(run: ClaimRun) -> Evidence:
 
     Control: the same prefixes and buckets. An early guess of a network whose late layers
     point elsewhere flips whatever it learned, so read this one beside its control."""
+    return _on_prefixes(run, gtr2_early_guesses_get_refined, figures.flip_rate_bars)
+
+
+def _on_prefixes(run: ClaimRun, statistic, figure) -> Evidence:
+    """A claim read from the prose prefixes' trace through ``run``'s lens (one trace for both)."""
     session = run.session
     trace = prefix_trace(session, session.lens(run.lens_name))
-    result, table = gtr2_early_guesses_get_refined(
-        trace, session.frequency, session.name, session.lens_label(run.lens_name), session.corpus.name
-    )
-    return Evidence(result, table, partial(figures.flip_rate_bars, result, table), run.lens_name, trace)
+    result, table = statistic(trace, session.frequency, session.name, session.lens_label(run.lens_name), session.corpus.name)
+    return Evidence(result, table, partial(figure, result, table), run.lens_name, trace)
 
 
 def gtr5_evidence(run: ClaimRun) -> Evidence:
